@@ -1,0 +1,229 @@
+"""Typed, validated run configuration: YAML file + ``--set a.b=c`` overrides → :class:`RunConfig`.
+
+Errors (unknown key, wrong type, impossible shape) are raised as :class:`ConfigError` before any
+training starts, with the valid choices listed.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from betavae.model import PRESETS as MODEL_PRESETS
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message says what is valid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the images come from and how they are presented to the model."""
+
+    name: Literal["dsprites", "shapes-rgb", "prepared"] = "dsprites"
+    path: str | None = Field(None, description="folder written by `betavae prepare` (name: prepared)")
+    num_images: int = Field(50_000, gt=0, description="built-in data: images sampled from the factor grid")
+    image_size: int = Field(64, description="built-in data: rendered size; prepared data: checked")
+    normalization: Literal["unit", "symmetric", "imagenet"] = "unit"
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="built-in data; prepared data fixes its own split")
+    hflip: bool = Field(False, description="random horizontal flip of training batches")
+    seed: int = Field(0, description="seed of the image sample and of the train/val split")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.name == "prepared" and not self.path:
+            raise ValueError("data.path is required when data.name is 'prepared'")
+        return self
+
+
+class ModelConfig(_Strict):
+    """The convolutional encoder/decoder; ``preset`` fills any field not given."""
+
+    preset: Literal["paper", "paper-batik", "small", "tiny"] | None = None
+    channels: list[int] = Field(default_factory=lambda: [32, 32, 64, 64])
+    latent_dim: int = Field(10, gt=0)
+    batch_norm: bool = True
+    output_activation: Literal["auto", "sigmoid", "tanh", "identity"] = Field(
+        "auto", description="auto: matched to data.normalization (sigmoid scaled to its range)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("preset"):
+            preset = values["preset"]
+            if preset not in MODEL_PRESETS:
+                return values  # the Literal check reports it
+            values = {**MODEL_PRESETS[preset], **values}
+        return values
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelConfig":
+        if not self.channels or any(c <= 0 for c in self.channels):
+            raise ValueError("model.channels must be a non-empty list of positive integers")
+        return self
+
+
+class BetaObjectiveConfig(_Strict):
+    """Higgins et al. 2017: recon + β·w·KL (w is the study's "KLD weight")."""
+
+    name: Literal["beta"] = "beta"
+    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
+    beta: float = Field(4.0, ge=0)
+    kld_weight: float = Field(1.0, ge=0, description="the study's w; 0.0025 with mse_mean")
+
+
+class CapacityObjectiveConfig(_Strict):
+    """Burgess et al. 2018: recon + γ·|KL − C|, C rising linearly to capacity_max over capacity_steps."""
+
+    name: Literal["capacity"]
+    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
+    gamma: float = Field(1000.0, ge=0)
+    capacity_max: float = Field(25.0, ge=0, description="nats")
+    capacity_steps: int = Field(100_000, gt=0, description="training steps to reach capacity_max")
+
+
+class BetaTCVAEObjectiveConfig(_Strict):
+    """Chen et al. 2018: recon + α·MI + β·TC + γ·dimension-wise KL."""
+
+    name: Literal["beta_tcvae"]
+    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
+    alpha: float = Field(1.0, ge=0)
+    beta: float = Field(6.0, ge=0)
+    gamma: float = Field(1.0, ge=0)
+    sampling: Literal["mws", "mss"] = Field("mws", description="minibatch weighted / stratified sampling")
+
+
+ObjectiveConfig = Annotated[
+    Union[BetaObjectiveConfig, CapacityObjectiveConfig, BetaTCVAEObjectiveConfig],
+    Field(discriminator="name"),
+]
+
+
+class TrainConfig(_Strict):
+    """The training loop: budget, optimiser, schedule, precision, logging and checkpoints."""
+
+    max_steps: int | None = Field(None, gt=0, description="total optimiser steps (wins over epochs)")
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(64, gt=1)
+    lr: float = Field(5e-4, gt=0)
+    lr_decay: float = Field(1.0, gt=0, le=1, description="ExponentialLR factor per epoch (study: 0.95)")
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 1265
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 (CUDA) uses a GradScaler"
+    )
+    channels_last: bool = False
+    compile: bool = False
+    val_every: int | None = Field(None, gt=0, description="steps between validations (default: each epoch)")
+    val_max_images: int | None = Field(2048, gt=0, description="cap on validation images per evaluation")
+    checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
+    progress: bool = True
+
+
+class RunConfig(_Strict):
+    """Everything a run needs; saved resolved as ``config.yaml`` in the run folder."""
+
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=BetaObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "RunConfig":
+        size, depth = self.data.image_size, len(self.model.channels)
+        if size % (2**depth) != 0:
+            reachable = sorted({s for s in (16, 32, 64, 128, 256, 512) if s % (2**depth) == 0})
+            raise ValueError(
+                f"data.image_size {size} cannot be reached by {depth} stride-2 blocks "
+                f"(model.channels {self.model.channels}); sizes this channel list supports: {reachable}"
+            )
+        if self.objective.reconstruction == "bernoulli" and self.data.normalization != "unit":
+            raise ValueError("reconstruction 'bernoulli' needs data.normalization 'unit' (targets in [0, 1])")
+        return self
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"objective.beta=4"`` → (["objective", "beta"], 4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Returns a copy of ``raw`` with each ``a.b=c`` override set (intermediate dicts created)."""
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+        node[path[-1]] = value
+    return result
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    if error["type"] == "extra_forbidden":
+        section = _section_for(error["loc"][:-1])
+        valid = ", ".join(sorted(section.model_fields)) if section else "see the config reference"
+        return f"unknown key {location!r}; valid keys here: {valid}"
+    return f"{location or 'config'}: {error['msg']}"
+
+
+def _section_for(location: tuple) -> type[BaseModel] | None:
+    node: type[BaseModel] = RunConfig
+    for part in location:
+        if part in ("beta", "capacity", "beta_tcvae"):
+            continue  # discriminated-union tag in the error location
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            node = annotation
+        else:
+            return {"objective": _objective_for(location)}.get(str(part))
+    return node
+
+
+def _objective_for(location: tuple) -> type[BaseModel] | None:
+    tags = {"beta": BetaObjectiveConfig, "capacity": CapacityObjectiveConfig, "beta_tcvae": BetaTCVAEObjectiveConfig}
+    return next((tags[p] for p in location if p in tags), None)
+
+
+def validate_config(raw: dict) -> RunConfig:
+    """Validates a plain dict into a :class:`RunConfig`, raising :class:`ConfigError` with every problem."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Reads a YAML config (or starts from defaults), applies overrides and validates."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections (data, model, objective, train)")
+        raw.setdefault("name", path.stem)
+    return validate_config(apply_overrides(raw, overrides or []))

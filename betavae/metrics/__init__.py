@@ -1,0 +1,1 @@
+"""Metrics: image quality (PSNR, SSIM, FID, KID) and disentanglement (MIG, SAP, DCI, BetaVAE, FactorVAE)."""
