@@ -118,7 +118,7 @@ class TrainConfig(_Strict):
     seed: int = 1265
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU; fp16 (CUDA) uses a GradScaler"
+        "auto", description="auto: bf16 autocast on CUDA and bf16-capable CPUs, else fp32; fp16 (CUDA) uses a GradScaler"
     )
     channels_last: bool = False
     compile: bool = False

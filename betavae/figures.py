@@ -1,0 +1,128 @@
+"""Figures of a run: image grids, training curves, latent traversals (PNG via Pillow/matplotlib)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+from betavae.data.transforms import unit_to_uint8  # noqa: E402
+from betavae.fileio import atomic_path  # noqa: E402
+from betavae.runs import RunPaths, read_csv  # noqa: E402
+
+_PAD = 2
+_LABEL_WIDTH = 44
+
+
+def image_grid(images01: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 1) -> Image.Image:
+    """Tiles float images ``(N, C, H, W)`` in [0, 1] into rows of ``nrow`` with white gaps."""
+    tiles = unit_to_uint8(torch.as_tensor(images01))  # (N, H, W, C)
+    count, height, width, channels = tiles.shape
+    rows = -(-count // nrow)
+    cols = min(nrow, count)
+    canvas = np.full(
+        (rows * (height + _PAD) + _PAD, cols * (width + _PAD) + _PAD, channels), 255, dtype=np.uint8
+    )
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, nrow)
+        top, left = _PAD + r * (height + _PAD), _PAD + c * (width + _PAD)
+        canvas[top : top + height, left : left + width] = tile
+    image = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
+
+
+def with_row_labels(grid: Image.Image, labels: Sequence[str], row_height: int) -> Image.Image:
+    """Adds a white column on the left with one text label per grid row."""
+    labelled = Image.new("RGB", (grid.width + _LABEL_WIDTH, grid.height), "white")
+    labelled.paste(grid.convert("RGB"), (_LABEL_WIDTH, 0))
+    draw, font = ImageDraw.Draw(labelled), ImageFont.load_default()
+    for r, label in enumerate(labels):
+        draw.text((3, _PAD + r * row_height + row_height // 2 - 6), label, fill="black", font=font)
+    return labelled
+
+
+def save_png(image: Image.Image, path: str | Path) -> Path:
+    """Atomically saves a Pillow image as PNG."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_figure(figure: plt.Figure, path: str | Path) -> Path:
+    """Atomically saves a matplotlib figure as PNG and closes it."""
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def reconstruction_pairs(originals01: torch.Tensor, recons01: torch.Tensor, per_row: int = 8) -> Image.Image:
+    """Rows of originals, each followed by a row of their reconstructions."""
+    rows = []
+    for start in range(0, len(originals01), per_row):
+        rows += [originals01[start : start + per_row], recons01[start : start + per_row]]
+    return image_grid(torch.cat(rows), nrow=per_row)
+
+
+def traversal_images(trained, z_base: torch.Tensor, dims: Sequence[int], values: Sequence[float]) -> torch.Tensor:
+    """Decodes ``z_base`` with each of ``dims`` set in turn to each of ``values``: ``(len(dims)·len(values), C, H, W)``."""
+    codes = z_base.reshape(1, -1).repeat(len(dims) * len(values), 1)
+    for r, dim in enumerate(dims):
+        codes[r * len(values) : (r + 1) * len(values), dim] = torch.as_tensor(values, dtype=codes.dtype)
+    return trained.decode(codes)
+
+
+def traversal_grid(
+    trained, z_base: torch.Tensor, dims: Sequence[int], values: Sequence[float], labels: Sequence[str] | None = None
+) -> Image.Image:
+    """One row per latent dimension, one column per value; rows labelled ``z<dim>`` unless ``labels``."""
+    images = traversal_images(trained, z_base, dims, values)
+    grid = image_grid(images, nrow=len(values))
+    return with_row_labels(grid, labels or [f"z{d}" for d in dims], trained.image_size + _PAD)
+
+
+def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> Path:
+    """Reconstruction loss and KL per step (train, smoothed) and per validation (val)."""
+    paths = RunPaths(Path(run_dir))
+    train, val = read_csv(paths.train_log), read_csv(paths.val_log)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for axis, term, title in zip(axes, ("recon", "kl"), ("reconstruction loss", "KL divergence (nats)")):
+        if train:
+            steps = np.array([row["step"] for row in train])
+            values = np.array([row[term] for row in train])
+            axis.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
+            axis.plot(steps, _smooth(values), color="tab:blue", label="train")
+        if val:
+            axis.plot([r["step"] for r in val], [r[term] for r in val], "o-", color="tab:orange", label="validation")
+        axis.set(title=title, xlabel="step")
+        if term == "recon" and train and values.min() > 0:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    return save_figure(figure, out_path)
+
+
+def _smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
+    if len(values) < window:
+        return values
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def plot_kl_per_dim(kl: np.ndarray, out_path: str | Path, threshold: float = 0.01) -> Path:
+    """Bar chart of the mean KL of each latent dimension; active dimensions (KL > threshold) highlighted."""
+    figure, axis = plt.subplots(figsize=(max(5, 0.12 * len(kl) + 2), 3))
+    colours = ["tab:orange" if value > threshold else "tab:gray" for value in kl]
+    axis.bar(np.arange(len(kl)), kl, color=colours)
+    axis.set(xlabel="latent dimension", ylabel="mean KL (nats)",
+             title=f"{int((kl > threshold).sum())} of {len(kl)} dimensions active (KL > {threshold})")
+    axis.grid(alpha=0.3, axis="y")
+    return save_figure(figure, out_path)

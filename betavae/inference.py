@@ -1,0 +1,104 @@
+"""Using a trained run: ``betavae.load(run)`` → a model that works on images in [0, 1]."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from betavae.checkpoint import load_checkpoint, strip_prefix
+from betavae.config import RunConfig
+from betavae.data import ImageData, build_data
+from betavae.data.transforms import Normalizer, uint8_to_unit
+from betavae.model import ConvVAE, Posterior
+from betavae.objectives import kl_per_dim as _kl_per_dim
+from betavae.runs import RunPaths, read_config
+from betavae.training import build_model
+
+_BATCH = 256
+
+
+class TrainedModel:
+    """A trained β-VAE in eval mode. Images in and out are float ``(N, C, H, W)`` in [0, 1];
+    normalisation to the model's input space happens inside."""
+
+    def __init__(self, model: ConvVAE, config: RunConfig, run_dir: Path, device: torch.device):
+        self.model, self.config, self.run_dir, self.device = model.eval(), config, run_dir, device
+        self.normalizer = Normalizer(config.data.normalization, model.in_channels)
+        self._data: ImageData | None = None
+
+    @property
+    def latent_dim(self) -> int:
+        return self.model.latent_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.model.in_channels
+
+    @torch.no_grad()
+    def encode(self, x01: torch.Tensor) -> Posterior:
+        """q(z|x) for images in [0, 1] (batched internally)."""
+        means, logvars = [], []
+        for chunk in torch.split(torch.as_tensor(x01, dtype=torch.float32), _BATCH):
+            posterior = self.model.encode(self.normalizer.from_unit(chunk.to(self.device)))
+            means.append(posterior.mean.float().cpu())
+            logvars.append(posterior.logvar.float().cpu())
+        return Posterior(torch.cat(means), torch.cat(logvars))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent codes ``(N, latent_dim)`` → images in [0, 1]."""
+        outputs = [
+            self.normalizer.to_unit(self.model.decode(chunk.to(self.device).float())).cpu()
+            for chunk in torch.split(torch.as_tensor(z, dtype=torch.float32), _BATCH)
+        ]
+        return torch.cat(outputs)
+
+    def reconstruct(self, x01: torch.Tensor) -> torch.Tensor:
+        """Reconstruction from the posterior mean μ."""
+        return self.decode(self.encode(x01).mean)
+
+    def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` codes from N(0, I) and their images."""
+        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        return z, self.decode(z)
+
+    def data(self) -> ImageData:
+        """The run's dataset (rebuilt from its config; cached)."""
+        if self._data is None:
+            self._data = build_data(self.config.data)
+        return self._data
+
+    def images(self, indices: np.ndarray) -> torch.Tensor:
+        """Dataset images at ``indices`` as float [0, 1] tensors."""
+        return uint8_to_unit(self.data().images[np.asarray(indices)])
+
+
+def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedModel:
+    """Loads a run's ``best`` (or ``last``) weights; no code is executed while loading."""
+    paths = RunPaths(Path(run_dir))
+    config = read_config(paths.root)
+    path = {"best": paths.best, "last": paths.last}.get(checkpoint, Path(checkpoint))
+    if checkpoint == "best" and not path.is_file():
+        path = paths.last
+    tensors, state = load_checkpoint(path)
+    model_tensors = strip_prefix("model", tensors)
+    channels = model_tensors["encoder.0.0.weight"].shape[1]
+    model = build_model(config, channels)
+    model.load_state_dict(model_tensors)
+    device = torch.device(device)
+    return TrainedModel(model.to(device), config, paths.root, device)
+
+
+def kl_per_dim(trained: TrainedModel, x01: torch.Tensor) -> np.ndarray:
+    """Mean KL(q(z_j|x) ‖ N(0, 1)) per latent dimension over the given images."""
+    return _kl_per_dim(trained.encode(x01)).numpy()
+
+
+def rank_dimensions(kl: np.ndarray) -> np.ndarray:
+    """Latent dimensions ordered by decreasing mean KL (the most informative first)."""
+    return np.argsort(-np.asarray(kl), kind="stable")

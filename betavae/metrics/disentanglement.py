@@ -1,0 +1,368 @@
+"""Disentanglement metrics with disentanglement_lib's definitions and defaults (REFERENCE.md §4).
+
+Two kinds of metric:
+
+* on given arrays — ``codes`` float ``(N, D)`` (encoder means) and ``factors`` int ``(N, F)``:
+  :func:`mig`, :func:`sap`, :func:`dci`, plus the label-free :func:`gaussian_total_correlation`
+  and :func:`active_units`;
+* on a ground-truth generator that renders observations for chosen factor values
+  (:class:`betavae.data.groundtruth.GroundTruthData`) and a ``represent`` function mapping uint8
+  images ``(N, H, W, C)`` to codes ``(N, D)``: :func:`beta_vae_score`, :func:`factor_vae_score`.
+
+Every factor passed to the array metrics must take at least two values (a constant factor has no
+entropy; disentanglement_lib never exposes one). The rendered metrics only ever fix factors that
+take at least two values. Randomness comes from a seed or a ``np.random.Generator``, so a result
+is reproducible from its settings.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.stats
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
+
+Represent = Callable[[np.ndarray], np.ndarray]
+
+NUM_BINS = 20
+IMAGES_PER_CALL = 1024
+TEST_FRACTION = 1 / 3  # disentanglement_lib: 10,000 train and 5,000 test points
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and discretisation
+
+
+def _check_codes_factors(codes: np.ndarray, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes = np.asarray(codes, dtype=np.float64)
+    factors = np.asarray(factors)
+    if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors):
+        raise ValueError(f"need codes (N, D) and factors (N, F); got {codes.shape} and {factors.shape}")
+    if not np.issubdtype(factors.dtype, np.integer):
+        raise ValueError(f"factors must be integers (value indices), got {factors.dtype}")
+    if codes.shape[1] < 2:
+        raise ValueError("the metric compares latent dimensions: codes need at least 2 columns")
+    constant = [k for k in range(factors.shape[1]) if np.unique(factors[:, k]).size < 2]
+    if constant:
+        raise ValueError(f"factor columns {constant} take a single value; drop them first")
+    return codes, factors
+
+
+def discretize(codes: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
+    """Each column binned into ``num_bins`` equal-width histogram bins (disentanglement_lib's way)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    binned = np.empty(codes.shape, dtype=np.int64)
+    for j in range(codes.shape[1]):
+        edges = np.histogram(codes[:, j], num_bins)[1]
+        binned[:, j] = np.digitize(codes[:, j], edges[:-1])
+    return binned
+
+
+def mutual_info_matrix(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> np.ndarray:
+    """Mutual information (nats) between each discretised latent and each factor, shape ``(D, F)``."""
+    binned = discretize(codes, num_bins)
+    factors = np.asarray(factors)
+    return np.array(
+        [[mutual_info_score(factors[:, k], binned[:, j]) for k in range(factors.shape[1])]
+         for j in range(binned.shape[1])]
+    )
+
+
+def factor_entropies(factors: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each factor column's empirical distribution, shape ``(F,)``."""
+    factors = np.asarray(factors)
+    return np.array([mutual_info_score(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
+
+
+def _top_two_gap(scores: np.ndarray) -> np.ndarray:
+    """Per column of ``scores`` (latents × factors): largest minus second largest entry."""
+    ordered = np.sort(scores, axis=0)
+    return ordered[-1] - ordered[-2]
+
+
+def _train_test(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    codes_test: np.ndarray | None,
+    factors_test: np.ndarray | None,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The given test set, or a seeded split keeping ``TEST_FRACTION`` of the points for testing."""
+    if (codes_test is None) != (factors_test is None):
+        raise ValueError("give both codes_test and factors_test, or neither")
+    if codes_test is not None:
+        return codes, factors, np.asarray(codes_test, dtype=np.float64), np.asarray(factors_test)
+    order = np.random.default_rng(seed).permutation(len(codes))
+    n_test = int(round(len(codes) * TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return codes[train], factors[train], codes[test], factors[test]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics on given arrays
+
+
+def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> float:
+    """Mutual Information Gap (Chen et al. 2018): mean over factors of (top1 − top2 MI) / H(v_k)."""
+    codes, factors = _check_codes_factors(codes, factors)
+    gaps = _top_two_gap(mutual_info_matrix(codes, factors, num_bins))
+    return float(np.mean(gaps / factor_entropies(factors)))
+
+
+def sap_score_matrix(
+    codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray
+) -> np.ndarray:
+    """Test accuracy of a one-feature ``LinearSVC(C=0.01, class_weight="balanced")`` per (latent, factor)."""
+    scores = np.zeros((codes.shape[1], factors.shape[1]))
+    for j in range(codes.shape[1]):
+        for k in range(factors.shape[1]):
+            classifier = LinearSVC(C=0.01, class_weight="balanced", random_state=0)
+            classifier.fit(codes[:, [j]], factors[:, k])
+            scores[j, k] = np.mean(classifier.predict(codes_test[:, [j]]) == factors_test[:, k])
+    return scores
+
+
+def sap(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    codes_test: np.ndarray | None = None,
+    factors_test: np.ndarray | None = None,
+    *,
+    random_state: int = 0,
+) -> float:
+    """SAP score (Kumar et al. 2018, discrete factors): mean over factors of top1 − top2 accuracy.
+
+    Without a test set, a third of the points (seeded by ``random_state``) is held out.
+    """
+    codes, factors = _check_codes_factors(codes, factors)
+    split = _train_test(codes, factors, codes_test, factors_test, random_state)
+    return float(np.mean(_top_two_gap(sap_score_matrix(*split))))
+
+
+def _normalized_entropy(distributions: np.ndarray) -> np.ndarray:
+    """Entropy of each column (normalised to sum 1) in base = number of rows; 0 when one row."""
+    if distributions.shape[0] == 1:
+        return np.zeros(distributions.shape[1])
+    return scipy.stats.entropy(distributions + 1e-11, base=distributions.shape[0])
+
+
+def disentanglement_from_importance(importance: np.ndarray) -> float:
+    """DCI disentanglement: Σ_i ρ_i (1 − H_F(P_i)) for an importance matrix ``(D latents, F factors)``."""
+    per_code = 1.0 - _normalized_entropy(importance.T)
+    if importance.sum() == 0:
+        importance = np.ones_like(importance)
+    code_weight = importance.sum(axis=1) / importance.sum()
+    return float(np.sum(per_code * code_weight))
+
+
+def completeness_from_importance(importance: np.ndarray) -> float:
+    """DCI completeness: the mirror of disentanglement, per factor over latents (entropy base D)."""
+    per_factor = 1.0 - _normalized_entropy(importance)
+    if importance.sum() == 0:
+        importance = np.ones_like(importance)
+    factor_weight = importance.sum(axis=0) / importance.sum()
+    return float(np.sum(per_factor * factor_weight))
+
+
+def dci_importance(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    random_state: int = 0,
+) -> tuple[np.ndarray, float, float]:
+    """One ``GradientBoostingClassifier`` per factor → importance ``(D, F)``, mean train and test accuracy."""
+    importance = np.zeros((codes.shape[1], factors.shape[1]))
+    train_accuracy, test_accuracy = [], []
+    for k in range(factors.shape[1]):
+        model = GradientBoostingClassifier(random_state=random_state)
+        model.fit(codes, factors[:, k])
+        importance[:, k] = np.abs(model.feature_importances_)
+        train_accuracy.append(np.mean(model.predict(codes) == factors[:, k]))
+        test_accuracy.append(np.mean(model.predict(codes_test) == factors_test[:, k]))
+    return importance, float(np.mean(train_accuracy)), float(np.mean(test_accuracy))
+
+
+def dci(
+    codes: np.ndarray,
+    factors: np.ndarray,
+    codes_test: np.ndarray | None = None,
+    factors_test: np.ndarray | None = None,
+    *,
+    random_state: int = 0,
+) -> dict:
+    """DCI (Eastwood & Williams 2018) from gradient-boosted-tree importances.
+
+    Returns ``disentanglement``, ``completeness``, ``informativeness_train`` and
+    ``informativeness_test`` (mean classification accuracy over factors) and the
+    ``importance_matrix`` (latents × factors). Without a test set a third of the points is held out.
+    """
+    codes, factors = _check_codes_factors(codes, factors)
+    split = _train_test(codes, factors, codes_test, factors_test, random_state)
+    importance, train_accuracy, test_accuracy = dci_importance(*split, random_state=random_state)
+    return {
+        "disentanglement": disentanglement_from_importance(importance),
+        "completeness": completeness_from_importance(importance),
+        "informativeness_train": train_accuracy,
+        "informativeness_test": test_accuracy,
+        "importance_matrix": importance,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Label-free statistics of the codes
+
+
+def gaussian_total_correlation(codes: np.ndarray) -> float:
+    """TC of a Gaussian fitted to the codes: ½(Σ_j log Σ_jj − log det Σ); dims of zero variance are left out."""
+    codes = np.asarray(codes, dtype=np.float64)
+    codes = codes[:, codes.var(axis=0) > 0]
+    if codes.shape[1] < 2:
+        return 0.0
+    covariance = np.cov(codes, rowvar=False)
+    return float(0.5 * (np.sum(np.log(np.diag(covariance))) - np.linalg.slogdet(covariance)[1]))
+
+
+def active_units(
+    kl: np.ndarray | None = None,
+    *,
+    means: np.ndarray | None = None,
+    logvars: np.ndarray | None = None,
+    threshold: float = 0.01,
+) -> np.ndarray:
+    """Boolean mask of latent dims whose KL to the prior, averaged over data, exceeds ``threshold`` nats.
+
+    Give ``kl`` per dimension, ``(D,)`` or ``(N, D)``, or the posterior ``means`` and ``logvars``
+    ``(N, D)`` (KL_j = −½(1 + log σ_j² − μ_j² − σ_j²)). ``mask.sum()`` is the number of active units.
+    """
+    if (kl is None) == (means is None or logvars is None):
+        raise ValueError("give either kl, or both means and logvars")
+    if kl is None:
+        means, logvars = np.asarray(means, dtype=np.float64), np.asarray(logvars, dtype=np.float64)
+        kl = -0.5 * (1.0 + logvars - means**2 - np.exp(logvars))
+    kl = np.asarray(kl, dtype=np.float64)
+    mean_kl = kl.mean(axis=0) if kl.ndim == 2 else kl
+    return mean_kl > threshold
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics that render observations for chosen factor values
+
+
+def represent_factors(ground_truth, represent: Represent, factors: np.ndarray,
+                      images_per_call: int = IMAGES_PER_CALL) -> np.ndarray:
+    """Renders ``factors`` with the generator and encodes them, ``images_per_call`` images at a time."""
+    chunks = [
+        np.asarray(represent(ground_truth.render(factors[start:start + images_per_call])), dtype=np.float64)
+        for start in range(0, len(factors), images_per_call)
+    ]
+    return np.concatenate(chunks, axis=0)
+
+
+def _varying_factors(ground_truth) -> np.ndarray:
+    """Indices of the factors that take at least two values (the only ones worth fixing)."""
+    varying = np.flatnonzero(np.asarray(ground_truth.factor_sizes) > 1)
+    if varying.size == 0:
+        raise ValueError("the ground-truth data has no factor with more than one value")
+    return varying
+
+
+def _point_chunks(num_points: int, images_per_point: int, images_per_call: int) -> list[int]:
+    """Sizes of the groups of points handled together so each group renders about ``images_per_call`` images."""
+    per_chunk = max(1, images_per_call // images_per_point)
+    return [min(per_chunk, num_points - start) for start in range(0, num_points, per_chunk)]
+
+
+def _beta_vae_points(ground_truth, represent: Represent, rng: np.random.Generator,
+                     batch_size: int, num_points: int, images_per_call: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features (mean |z¹ − z²| over a pair of batches sharing factor k) and labels k."""
+    varying = _varying_factors(ground_truth)
+    features, labels = [], []
+    for chunk in _point_chunks(num_points, 2 * batch_size, images_per_call):
+        first, second = [], []
+        for _ in range(chunk):
+            k = varying[rng.integers(len(varying))]
+            factors1 = ground_truth.sample_factors(batch_size, rng)
+            factors2 = ground_truth.sample_factors(batch_size, rng)
+            factors2[:, k] = factors1[:, k]
+            first.append(factors1)
+            second.append(factors2)
+            labels.append(k)
+        codes = represent_factors(ground_truth, represent, np.concatenate(first + second), images_per_call)
+        codes1, codes2 = np.split(codes.reshape(2 * chunk, batch_size, -1), 2)
+        features.append(np.abs(codes1 - codes2).mean(axis=1))
+    return np.concatenate(features), np.asarray(labels)
+
+
+def beta_vae_score(ground_truth, represent: Represent, rng: np.random.Generator, batch_size: int = 64,
+                   num_train: int = 10_000, num_eval: int = 5_000,
+                   images_per_call: int = IMAGES_PER_CALL) -> dict:
+    """BetaVAE score (Higgins et al. 2017): accuracy of a ``LogisticRegression`` predicting the fixed factor.
+
+    Each point: pick factor k, draw two batches of ``batch_size`` factor vectors sharing k, feature
+    = mean |z¹ − z²|, label k. Returns ``train_accuracy`` and ``eval_accuracy`` (the score).
+    """
+    train_x, train_y = _beta_vae_points(ground_truth, represent, rng, batch_size, num_train, images_per_call)
+    model = LogisticRegression()
+    model.fit(train_x, train_y)
+    eval_x, eval_y = _beta_vae_points(ground_truth, represent, rng, batch_size, num_eval, images_per_call)
+    return {
+        "train_accuracy": float(np.mean(model.predict(train_x) == train_y)),
+        "eval_accuracy": float(np.mean(model.predict(eval_x) == eval_y)),
+    }
+
+
+def _factor_vae_votes(ground_truth, represent: Represent, rng: np.random.Generator, batch_size: int,
+                      num_points: int, global_variances: np.ndarray, active: np.ndarray,
+                      images_per_call: int) -> np.ndarray:
+    """Vote counts ``(F, D)``: fixed factor k × latent of least normalised variance."""
+    varying = _varying_factors(ground_truth)
+    active_dims = np.flatnonzero(active)
+    votes = np.zeros((ground_truth.num_factors, len(global_variances)), dtype=np.int64)
+    for chunk in _point_chunks(num_points, batch_size, images_per_call):
+        batches, fixed = [], []
+        for _ in range(chunk):
+            k = varying[rng.integers(len(varying))]
+            factors = ground_truth.sample_factors(batch_size, rng)
+            factors[:, k] = factors[0, k]
+            batches.append(factors)
+            fixed.append(k)
+        codes = represent_factors(ground_truth, represent, np.concatenate(batches), images_per_call)
+        local_variances = codes.reshape(chunk, batch_size, -1).var(axis=1, ddof=1)
+        ratio = local_variances[:, active_dims] / global_variances[active_dims]
+        np.add.at(votes, (np.asarray(fixed), active_dims[np.argmin(ratio, axis=1)]), 1)
+    return votes
+
+
+def _majority_vote_accuracy(votes: np.ndarray, classifier: np.ndarray) -> float:
+    """Share of votes whose latent's majority factor (``classifier[d]``) is the fixed factor."""
+    return float(votes[classifier, np.arange(votes.shape[1])].sum() / votes.sum())
+
+
+def factor_vae_score(ground_truth, represent: Represent, rng: np.random.Generator, batch_size: int = 64,
+                     num_train: int = 10_000, num_eval: int = 5_000, num_variance_estimate: int = 10_000,
+                     prune_threshold: float = 0.05, images_per_call: int = IMAGES_PER_CALL) -> dict:
+    """FactorVAE score (Kim & Mnih 2018): accuracy of a majority-vote classifier.
+
+    Global variances (ddof 1) from ``num_variance_estimate`` samples; latents with std below
+    ``prune_threshold`` are dropped. Each point fixes factor k over ``batch_size`` samples and votes
+    for the latent of least variance / global variance. Returns ``train_accuracy``,
+    ``eval_accuracy`` (the score) and ``num_active_dims``.
+    """
+    factors = ground_truth.sample_factors(num_variance_estimate, rng)
+    global_variances = represent_factors(ground_truth, represent, factors, images_per_call).var(axis=0, ddof=1)
+    active = np.sqrt(global_variances) >= prune_threshold
+    if not active.any():
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+    args = (ground_truth, represent, rng, batch_size)
+    train_votes = _factor_vae_votes(*args, num_train, global_variances, active, images_per_call)
+    classifier = np.argmax(train_votes, axis=0)
+    eval_votes = _factor_vae_votes(*args, num_eval, global_variances, active, images_per_call)
+    return {
+        "train_accuracy": _majority_vote_accuracy(train_votes, classifier),
+        "eval_accuracy": _majority_vote_accuracy(eval_votes, classifier),
+        "num_active_dims": int(active.sum()),
+    }

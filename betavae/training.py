@@ -1,0 +1,359 @@
+"""The training loop: a plain PyTorch loop (nanoGPT-style) with exact resume.
+
+Why not Lightning: resuming *exactly* (same batches, same noise, same loss curve) from a
+mid-epoch checkpoint needs the data order, RNG and objective state under our control, and a
+plain loop keeps that visible in one file. Data order is a pure function of (seed, epoch), flips
+of (seed, step); the learning rate of the epoch; the reparameterisation noise comes from the
+torch RNG, whose state is checkpointed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from betavae.checkpoint import (
+    load_checkpoint,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    save_checkpoint,
+    strip_prefix,
+    with_prefix,
+)
+from betavae.config import RunConfig
+from betavae.data import ImageData, build_data
+from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
+from betavae.model import ConvVAE, OutputActivation, count_parameters
+from betavae.objectives import Objective, ObjectiveResult, build_objective
+from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, update_info
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto`` → bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32.
+
+    On CPUs without it (e.g. AVX2-only) bf16 convolutions are emulated and ~4× *slower*.
+    """
+    if name == "auto":
+        return "bf16" if device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
+    return name
+
+
+def build_model(config: RunConfig, channels: int) -> ConvVAE:
+    """The model a run config describes, for data with ``channels`` channels."""
+    normalizer = Normalizer(config.data.normalization, channels)
+    kind = config.model.output_activation
+    if kind == "auto":
+        kind = "sigmoid"  # scaled to the normalised data's exact range
+    low, high = normalizer.bounds()
+    return ConvVAE(
+        image_size=config.data.image_size,
+        in_channels=channels,
+        channels=config.model.channels,
+        latent_dim=config.model.latent_dim,
+        batch_norm=config.model.batch_norm,
+        output_activation=OutputActivation(kind, low.flatten(), high.flatten()),
+    )
+
+
+@dataclass
+class TrainState:
+    """What advances during training and is saved with every checkpoint."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    extra: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains one run folder; :meth:`fit` runs until the step budget is spent."""
+
+    def __init__(self, config: RunConfig, paths: RunPaths, data: ImageData | None = None):
+        self.config, self.paths = config, paths
+        self.data = data if data is not None else build_data(config.data)
+        self._check_data()
+        train = config.train
+        self.device = resolve_device(train.device)
+        self.precision = resolve_precision(train.precision, self.device)
+        self.normalizer = Normalizer(config.data.normalization, self.data.channels)
+        self.model = build_model(config, self.data.channels).to(self.device)
+        if train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if train.compile else self.model
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.objective: Objective = build_objective(config.objective, len(self.data.train_indices))
+        self.steps_per_epoch = len(self.data.train_indices) // train.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"train.batch_size {train.batch_size} is larger than the {len(self.data.train_indices)} training images"
+            )
+        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
+        self.val_every = train.val_every or self.steps_per_epoch
+        self.state = TrainState()
+        self._order_epoch, self._order = -1, np.empty(0, dtype=np.int64)
+        term_names = list(self._probe_terms())
+        self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
+        self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
+        self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
+
+    def _check_data(self) -> None:
+        if self.data.image_size != self.config.data.image_size:
+            raise ValueError(f"data are {self.data.image_size} px but data.image_size is {self.config.data.image_size}")
+
+    def _probe_terms(self) -> list[str]:
+        """Names of the objective's logged terms (one tiny forward pass, no state change)."""
+        x = torch.zeros(2, self.data.channels, self.data.image_size, self.data.image_size, device=self.device)
+        self.model.eval()
+        with torch.no_grad():
+            result = self.objective(self.normalizer.from_unit(x), self.model(x), training=False)
+        self.model.train()
+        return list(result.terms)
+
+    # ----- data -------------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Training indices in the order of ``epoch`` (a pure function of seed and epoch)."""
+        if epoch != self._order_epoch:
+            rng = np.random.default_rng([self.config.train.seed, epoch])
+            self._order, self._order_epoch = rng.permutation(self.data.train_indices), epoch
+        return self._order
+
+    def batch(self, indices: np.ndarray, step: int | None = None) -> torch.Tensor:
+        """Images at ``indices`` in model space; training batches (``step`` given) may be flipped."""
+        x = uint8_to_unit(self.data.images[np.sort(indices)], self.device)
+        if step is not None and self.config.data.hflip:
+            x = random_hflip(x, torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + step))
+        x = self.normalizer.from_unit(x)
+        if self.config.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    # ----- one step ---------------------------------------------------------------------------
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def lr_at(self, epoch: int) -> float:
+        """ExponentialLR as a function of the epoch (stateless, so resume needs nothing)."""
+        return self.config.train.lr * self.config.train.lr_decay**epoch
+
+    def train_step(self, x: torch.Tensor, lr: float) -> ObjectiveResult:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast():
+            result = self.objective(x, self.forward(x), training=True)
+        self._check_finite(result)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(result.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return result
+
+    def _check_finite(self, result: ObjectiveResult) -> None:
+        if torch.isfinite(result.loss).item():
+            return
+        bad = [name for name, value in result.terms.items() if not torch.isfinite(value).all().item()]
+        raise TrainingDiverged(
+            f"loss became {result.loss.item()} at step {self.state.step + 1} "
+            f"(non-finite term: {', '.join(bad) or 'loss'}); the last good checkpoint is {self.paths.last}. "
+            "Try a lower train.lr or another precision."
+        )
+
+    # ----- validation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean loss and terms over (up to ``val_max_images``) validation images, μ used as the code."""
+        indices = self.data.val_indices[: self.config.train.val_max_images]
+        self.model.eval()
+        totals: dict[str, float] = {}
+        kl_sum = torch.zeros(self.config.model.latent_dim)
+        for start in range(0, len(indices), self.config.train.batch_size):
+            chunk = indices[start : start + self.config.train.batch_size]
+            x = self.batch(chunk)
+            with self.autocast():
+                result = self.objective(x, self.model(x), training=False)
+            for name, value in {"loss": result.loss, **result.terms}.items():
+                totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
+            kl_sum += result.kl_per_dim.float().cpu() * len(chunk)
+        self.model.train()
+        self.last_val_kl = (kl_sum / len(indices)).tolist()
+        return {name: total / len(indices) for name, total in totals.items()}
+
+    # ----- checkpoints ------------------------------------------------------------------------
+    def save(self, path: Path, with_training_state: bool = True) -> None:
+        """Writes model weights (and, for ``last``, everything needed to resume)."""
+        tensors = with_prefix("model", self.model.state_dict())
+        state = {
+            "step": self.state.step,
+            "epoch": self.state.step // self.steps_per_epoch,
+            "best_val_loss": self.state.best_val_loss,
+            "best_step": self.state.best_step,
+            "objective": self.objective.state_dict(),
+            "config": self.config.to_dict(),
+        }
+        if with_training_state:
+            optimizer_tensors, optimizer_plain = optimizer_to_flat(self.optimizer)
+            tensors.update(optimizer_tensors)
+            tensors["rng.torch"] = torch.get_rng_state()
+            if self.device.type == "cuda":
+                tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+            state.update(optimizer=optimizer_plain, scaler=self.scaler.state_dict())
+        save_checkpoint(path, tensors, state)
+
+    def restore(self, path: Path) -> None:
+        """Loads a ``last`` checkpoint written by :meth:`save` and drops log rows past its step."""
+        tensors, state = load_checkpoint(path)
+        self.model.load_state_dict(strip_prefix("model", tensors))
+        optimizer_from_flat(self.optimizer, tensors, state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        self.objective.load_state_dict(state["objective"])
+        self.state = TrainState(state["step"], state["best_val_loss"], state["best_step"])
+        for log in (self.train_log, self.val_log, self.kl_log):
+            log.truncate_after(self.state.step)
+
+    # ----- the loop ---------------------------------------------------------------------------
+    def fit(self) -> TrainState:
+        """Trains from ``state.step`` to the budget, validating and checkpointing on the way."""
+        self.model.train()
+        progress = tqdm(
+            total=self.total_steps, initial=self.state.step, disable=not self.config.train.progress,
+            desc=self.config.name, unit="step", dynamic_ncols=True,
+        )
+        pending: list[dict] = []
+        try:
+            while self.state.step < self.total_steps:
+                pending.append(self._one_step(progress))
+                step = self.state.step
+                if step % self.val_every == 0 or step == self.total_steps:
+                    self.train_log.append(pending)
+                    pending = []
+                    self._validate_and_keep_best()
+                if step % self.config.train.checkpoint_every == 0 or step == self.total_steps:
+                    self.train_log.append(pending)
+                    pending = []
+                    self.save(self.paths.last)
+        except KeyboardInterrupt:
+            self.train_log.append(pending)
+            self.save(self.paths.last)  # between steps: a consistent state to resume from
+            raise
+        finally:
+            progress.close()
+        return self.state
+
+    def _one_step(self, progress: tqdm) -> dict:
+        step = self.state.step
+        epoch, position = divmod(step, self.steps_per_epoch)
+        size = self.config.train.batch_size
+        indices = self.epoch_order(epoch)[position * size : (position + 1) * size]
+        started = time.perf_counter()
+        x = self.batch(indices, step)
+        lr = self.lr_at(epoch)
+        result = self.train_step(x, lr)
+        self.state.step += 1
+        row = {"step": self.state.step, "epoch": epoch, "lr": lr, "loss": result.loss.item()}
+        row.update({name: float(value.detach()) for name, value in result.terms.items()})
+        row["images_per_s"] = size / max(time.perf_counter() - started, 1e-9)
+        progress.update(1)
+        progress.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.0f}", refresh=False)
+        return row
+
+    def _validate_and_keep_best(self) -> None:
+        values = self.validate()
+        epoch = (self.state.step - 1) // self.steps_per_epoch
+        self.val_log.append([{"step": self.state.step, "epoch": epoch, **values}])
+        self.kl_log.append([{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(self.last_val_kl)}}])
+        if values["loss"] < self.state.best_val_loss:
+            self.state.best_val_loss, self.state.best_step = values["loss"], self.state.step
+            self.save(self.paths.best, with_training_state=False)
+
+
+def train(
+    config: RunConfig, run_dir: str | Path, overwrite: bool = False, data: ImageData | None = None
+) -> RunPaths:
+    """Trains a new run into ``run_dir`` (which must not exist unless ``overwrite``)."""
+    paths = create_run(run_dir, config, overwrite=overwrite)
+    trainer = Trainer(config, paths, data)
+    _record_start(trainer)
+    return _fit(trainer)
+
+
+def resume(run_dir: str | Path, data: ImageData | None = None) -> RunPaths:
+    """Continues a run from its ``last`` checkpoint exactly where it stopped."""
+    paths = RunPaths(Path(run_dir))
+    trainer = Trainer(read_config(run_dir), paths, data)
+    if paths.last.is_file():
+        trainer.restore(paths.last)
+    else:
+        _record_start(trainer)
+    return _fit(trainer)
+
+
+def _record_start(trainer: Trainer) -> None:
+    data = trainer.data
+    update_info(
+        trainer.paths,
+        status="running",
+        environment=environment(),
+        seed=trainer.config.train.seed,
+        device=str(trainer.device),
+        precision=trainer.precision,
+        parameters=count_parameters(trainer.model),
+        data={
+            "fingerprint": data.fingerprint,
+            "images": len(data.images),
+            "train": len(data.train_indices),
+            "val": len(data.val_indices),
+            "val_indices_hash": _hash_indices(data.val_indices),
+            **data.info,
+        },
+        steps_per_epoch=trainer.steps_per_epoch,
+        total_steps=trainer.total_steps,
+    )
+
+
+def _fit(trainer: Trainer) -> RunPaths:
+    try:
+        state = trainer.fit()
+    except KeyboardInterrupt:
+        update_info(trainer.paths, status="interrupted", step=trainer.state.step)
+        raise
+    except TrainingDiverged as exc:
+        update_info(trainer.paths, status="diverged", step=trainer.state.step, error=str(exc))
+        raise
+    update_info(trainer.paths, status="finished", step=state.step, best_step=state.best_step,
+                best_val_loss=state.best_val_loss)
+    return trainer.paths
+
+
+def _hash_indices(indices: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.blake2b(np.asarray(indices, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
