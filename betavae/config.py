@@ -97,7 +97,9 @@ class BetaTCVAEObjectiveConfig(_Strict):
     alpha: float = Field(1.0, ge=0)
     beta: float = Field(6.0, ge=0)
     gamma: float = Field(1.0, ge=0)
-    sampling: Literal["mws", "mss"] = Field("mws", description="minibatch weighted / stratified sampling")
+    sampling: Literal["mws", "mss"] = Field(
+        "mss", description="minibatch stratified (default) or weighted sampling; mws logs terms offset by log N"
+    )
 
 
 ObjectiveConfig = Annotated[
@@ -136,6 +138,14 @@ class RunConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     objective: ObjectiveConfig = Field(default_factory=BetaObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_objective(cls, values: Any) -> Any:
+        objective = values.get("objective") if isinstance(values, dict) else None
+        if isinstance(objective, dict) and "name" not in objective:
+            values = {**values, "objective": {"name": "beta", **objective}}
+        return values
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "RunConfig":

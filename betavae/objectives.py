@@ -116,13 +116,19 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> torch.Tensor:
 @dataclass
 class BetaTCVAE:
     """Chen et al. 2018: recon + α·MI + β·TC + γ·dimension-wise KL, with log q(z) estimated on the
-    minibatch by weighted (``mws``) or stratified (``mss``) sampling over a dataset of ``dataset_size``."""
+    minibatch by weighted (``mws``) or stratified (``mss``) sampling over a dataset of ``dataset_size``.
+
+    ``mws`` normalises by log(N·M) exactly as the paper and its code do. That constant leaves the
+    gradients alone but shifts the *logged* terms: MI by +log N, TC by +(D−1)·log N and
+    dimension-wise KL by −D·log N. ``mss`` (the default) has no such offset: its TC is ≈ 0 for
+    independent codes.
+    """
 
     dataset_size: int
     alpha: float = 1.0
     beta: float = 6.0
     gamma: float = 1.0
-    sampling: str = "mws"
+    sampling: str = "mss"
     reconstruction: str = "bernoulli"
 
     def decomposition(self, z: torch.Tensor, posterior: Posterior) -> dict[str, torch.Tensor]:

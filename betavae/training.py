@@ -98,6 +98,7 @@ class Trainer:
         self.device = resolve_device(train.device)
         self.precision = resolve_precision(train.precision, self.device)
         self.normalizer = Normalizer(config.data.normalization, self.data.channels)
+        torch.manual_seed(train.seed)  # weights and noise; a resumed run then restores the RNG state
         self.model = build_model(config, self.data.channels).to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -25,7 +25,8 @@ def normalized_mi_matrix(codes: np.ndarray, factors: np.ndarray, num_bins: int =
     return np.divide(mi, entropy, out=np.zeros_like(mi), where=entropy > 0)
 
 
-def name_dimensions(normalized_mi: np.ndarray, factor_names: Sequence[str], min_score: float = 0.1) -> list[dict]:
+def name_dimensions(normalized_mi: np.ndarray, factor_names: Sequence[str],
+                    min_score: float = 0.1) -> list[dict]:
     """For each latent: the factor of highest normalised MI, its score, and a short label.
 
     A latent whose best score is below ``min_score`` gets ``factor`` None and label ``"—"``.

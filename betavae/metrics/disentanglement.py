@@ -115,7 +115,8 @@ def mig(codes: np.ndarray, factors: np.ndarray, num_bins: int = NUM_BINS) -> flo
 def sap_score_matrix(
     codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray
 ) -> np.ndarray:
-    """Test accuracy of a one-feature ``LinearSVC(C=0.01, class_weight="balanced")`` per (latent, factor)."""
+    """Test accuracy ``(D, F)`` of a one-feature ``LinearSVC(C=0.01, class_weight="balanced")``
+    per (latent, factor)."""
     scores = np.zeros((codes.shape[1], factors.shape[1]))
     for j in range(codes.shape[1]):
         for k in range(factors.shape[1]):
@@ -150,7 +151,7 @@ def _normalized_entropy(distributions: np.ndarray) -> np.ndarray:
 
 
 def disentanglement_from_importance(importance: np.ndarray) -> float:
-    """DCI disentanglement: Σ_i ρ_i (1 − H_F(P_i)) for an importance matrix ``(D latents, F factors)``."""
+    """DCI disentanglement Σ_i ρ_i (1 − H_F(P_i)) of an importance matrix ``(D latents, F factors)``."""
     per_code = 1.0 - _normalized_entropy(importance.T)
     if importance.sum() == 0:
         importance = np.ones_like(importance)
@@ -174,7 +175,8 @@ def dci_importance(
     factors_test: np.ndarray,
     random_state: int = 0,
 ) -> tuple[np.ndarray, float, float]:
-    """One ``GradientBoostingClassifier`` per factor → importance ``(D, F)``, mean train and test accuracy."""
+    """One ``GradientBoostingClassifier`` per factor → importance ``(D, F)``, mean train and test
+    accuracy."""
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     train_accuracy, test_accuracy = [], []
     for k in range(factors.shape[1]):
@@ -217,7 +219,10 @@ def dci(
 
 
 def gaussian_total_correlation(codes: np.ndarray) -> float:
-    """TC of a Gaussian fitted to the codes: ½(Σ_j log Σ_jj − log det Σ); dims of zero variance are left out."""
+    """Total correlation of a Gaussian fitted to the codes, ½(Σ_j log Σ_jj − log det Σ) nats.
+
+    Dimensions of zero variance are left out.
+    """
     codes = np.asarray(codes, dtype=np.float64)
     codes = codes[:, codes.var(axis=0) > 0]
     if codes.shape[1] < 2:
@@ -255,11 +260,11 @@ def active_units(
 def represent_factors(ground_truth, represent: Represent, factors: np.ndarray,
                       images_per_call: int = IMAGES_PER_CALL) -> np.ndarray:
     """Renders ``factors`` with the generator and encodes them, ``images_per_call`` images at a time."""
-    chunks = [
-        np.asarray(represent(ground_truth.render(factors[start:start + images_per_call])), dtype=np.float64)
-        for start in range(0, len(factors), images_per_call)
-    ]
-    return np.concatenate(chunks, axis=0)
+    codes = []
+    for start in range(0, len(factors), images_per_call):
+        images = ground_truth.render(factors[start:start + images_per_call])
+        codes.append(np.asarray(represent(images), dtype=np.float64))
+    return np.concatenate(codes)
 
 
 def _varying_factors(ground_truth) -> np.ndarray:
@@ -271,13 +276,14 @@ def _varying_factors(ground_truth) -> np.ndarray:
 
 
 def _point_chunks(num_points: int, images_per_point: int, images_per_call: int) -> list[int]:
-    """Sizes of the groups of points handled together so each group renders about ``images_per_call`` images."""
+    """Sizes of the groups of points handled together, each rendering about ``images_per_call``
+    images."""
     per_chunk = max(1, images_per_call // images_per_point)
     return [min(per_chunk, num_points - start) for start in range(0, num_points, per_chunk)]
 
 
-def _beta_vae_points(ground_truth, represent: Represent, rng: np.random.Generator,
-                     batch_size: int, num_points: int, images_per_call: int) -> tuple[np.ndarray, np.ndarray]:
+def _beta_vae_points(ground_truth, represent: Represent, rng: np.random.Generator, batch_size: int,
+                     num_points: int, images_per_call: int) -> tuple[np.ndarray, np.ndarray]:
     """Features (mean |z¹ − z²| over a pair of batches sharing factor k) and labels k."""
     varying = _varying_factors(ground_truth)
     features, labels = [], []
@@ -291,7 +297,8 @@ def _beta_vae_points(ground_truth, represent: Represent, rng: np.random.Generato
             first.append(factors1)
             second.append(factors2)
             labels.append(k)
-        codes = represent_factors(ground_truth, represent, np.concatenate(first + second), images_per_call)
+        pairs = np.concatenate(first + second)
+        codes = represent_factors(ground_truth, represent, pairs, images_per_call)
         codes1, codes2 = np.split(codes.reshape(2 * chunk, batch_size, -1), 2)
         features.append(np.abs(codes1 - codes2).mean(axis=1))
     return np.concatenate(features), np.asarray(labels)
@@ -300,15 +307,16 @@ def _beta_vae_points(ground_truth, represent: Represent, rng: np.random.Generato
 def beta_vae_score(ground_truth, represent: Represent, rng: np.random.Generator, batch_size: int = 64,
                    num_train: int = 10_000, num_eval: int = 5_000,
                    images_per_call: int = IMAGES_PER_CALL) -> dict:
-    """BetaVAE score (Higgins et al. 2017): accuracy of a ``LogisticRegression`` predicting the fixed factor.
+    """BetaVAE score (Higgins et al. 2017): accuracy of a ``LogisticRegression`` naming the fixed factor.
 
     Each point: pick factor k, draw two batches of ``batch_size`` factor vectors sharing k, feature
     = mean |z¹ − z²|, label k. Returns ``train_accuracy`` and ``eval_accuracy`` (the score).
     """
-    train_x, train_y = _beta_vae_points(ground_truth, represent, rng, batch_size, num_train, images_per_call)
+    args = (ground_truth, represent, rng, batch_size)
+    train_x, train_y = _beta_vae_points(*args, num_train, images_per_call)
     model = LogisticRegression()
     model.fit(train_x, train_y)
-    eval_x, eval_y = _beta_vae_points(ground_truth, represent, rng, batch_size, num_eval, images_per_call)
+    eval_x, eval_y = _beta_vae_points(*args, num_eval, images_per_call)
     return {
         "train_accuracy": float(np.mean(model.predict(train_x) == train_y)),
         "eval_accuracy": float(np.mean(model.predict(eval_x) == eval_y)),
@@ -353,7 +361,8 @@ def factor_vae_score(ground_truth, represent: Represent, rng: np.random.Generato
     ``eval_accuracy`` (the score) and ``num_active_dims``.
     """
     factors = ground_truth.sample_factors(num_variance_estimate, rng)
-    global_variances = represent_factors(ground_truth, represent, factors, images_per_call).var(axis=0, ddof=1)
+    codes = represent_factors(ground_truth, represent, factors, images_per_call)
+    global_variances = codes.var(axis=0, ddof=1)
     active = np.sqrt(global_variances) >= prune_threshold
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}

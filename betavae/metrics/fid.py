@@ -11,7 +11,7 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ def preprocess(x01: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class FeatureExtractor:
-    """A feature network with what identifies it (``identity`` goes into cache keys and reports)."""
+    """A feature network and what identifies it: ``identity`` goes into cache keys, ``record`` into reports."""
 
     network: nn.Module
     identity: str
@@ -53,6 +53,7 @@ class FeatureExtractor:
     device: str | torch.device = "cpu"
     channels_last: bool = True
     progress: bool = True
+    record: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.network = self.network.eval().to(self.device)
@@ -92,15 +93,14 @@ def _rebatch(batches: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tenso
 
 
 def inception_extractor(weights: str | Path | None = None, batch_size: int = 50, device: str = "cpu",
-                        progress: bool = True) -> tuple[FeatureExtractor, dict]:
-    """The FID Inception-v3 as a :class:`FeatureExtractor`, and a record of its weights for reports."""
+                        progress: bool = True) -> FeatureExtractor:
+    """The FID Inception-v3 (weights located by :func:`~betavae.metrics.inception.find_weights`), fp32, channels_last."""
     located = find_weights(weights)
     digest = file_sha256(located.path)
     record = {"path": str(located.path), "format": located.format, "found_via": located.source, "sha256": digest,
-              "network": "eager Inception-v3 (pool3, 2048-d), BatchNorm folded, fp32"}
-    extractor = FeatureExtractor(load_inception(located), f"fid-inception-v3:{digest}", batch_size, device,
-                                 channels_last=True, progress=progress)
-    return extractor, record
+              "network": "Inception-v3 pool3 (2048-d), TF 2015-12-05 weights, eager re-implementation, fp32"}
+    return FeatureExtractor(load_inception(located), f"fid-inception-v3:{digest}", batch_size, device,
+                            channels_last=True, progress=progress, record=record)
 
 
 def uint8_batches(images: np.ndarray, indices: np.ndarray, batch_size: int = 250) -> Iterator[torch.Tensor]:

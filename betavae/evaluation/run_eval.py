@@ -1,0 +1,217 @@
+"""``betavae evaluate RUN``: reconstruction and sample quality, latent figures → ``RUN/eval/``.
+
+Writes ``eval/metrics.json`` (every number with its settings), ``eval/reconstruction_per_image.csv``
+and the figures below, then rebuilds the run's ``index.html``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from betavae import __version__
+from betavae.evaluation.figures import traversal_gif, traversal_sheet
+from betavae.evaluation.reconstruction import (
+    CONVENTION,
+    load_folder,
+    reconstruction_scores,
+    summarize,
+    uint8_chunks,
+)
+from betavae.data.transforms import uint8_to_unit
+from betavae.evaluation.sample_quality import sample_quality
+from betavae.figures import image_grid, plot_kl_per_dim, reconstruction_pairs, save_png
+from betavae.fileio import write_json, write_text
+from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
+from betavae.metrics.fid import FeatureExtractor, inception_extractor
+from betavae.report import write_run_index
+
+ACTIVE_KL = 0.01  # nats: a dimension with more mean KL than this is counted as active
+SHOWN_IMAGES = 16
+
+
+@dataclass
+class EvalOptions:
+    """What ``betavae evaluate`` computes; the defaults are the CLI's."""
+
+    checkpoint: str = "best"
+    device: str = "cpu"
+    max_images: int | None = None
+    images: Path | None = None
+    fid: bool = True
+    fid_samples: int = 2400
+    fid_reference: str | int = "all"
+    kid: bool = False
+    fid_weights: Path | None = None
+    fid_batch_size: int = 50
+    cache_dir: Path | None = None
+    top_k: int = 8
+    traversal_range: tuple[float, float] = (-3.0, 3.0)
+    traversal_steps: int = 7
+    index: int = 0
+    seed: int = 0
+    progress: bool = True
+
+
+def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
+                 extractor: FeatureExtractor | None = None) -> dict:
+    """Evaluates a run into ``run_dir/eval/`` and returns the contents of ``metrics.json``.
+
+    ``extractor`` replaces the FID Inception network (tests use a small stand-in).
+    """
+    options = options or EvalOptions()
+    started = time.perf_counter()
+    if options.fid and extractor is None:  # find the weights before any long computation
+        extractor = inception_extractor(options.fid_weights, options.fid_batch_size, options.device, options.progress)
+    trained = load(run_dir, options.checkpoint, options.device)
+    out = Path(run_dir) / "eval"
+    val_rows = _validation_rows(trained, options)
+    seconds: dict[str, float] = {}
+
+    tick = time.perf_counter()
+    reconstruction, per_image, outside = _reconstruction(trained, val_rows, options)
+    write_text(out / "reconstruction_per_image.csv", per_image)
+    kl = _mean_kl(trained, val_rows)
+    seconds["reconstruction"] = round(time.perf_counter() - tick, 2)
+
+    tick = time.perf_counter()
+    figures = _figures(trained, out, val_rows, outside, kl, options)
+    seconds["figures"] = round(time.perf_counter() - tick, 2)
+
+    quality = {"skipped": "--no-fid"}
+    if options.fid:
+        tick = time.perf_counter()
+        quality = sample_quality(trained, extractor, options.fid_samples, options.fid_reference, options.kid,
+                                 options.seed, options.cache_dir)
+        seconds["sample_quality"] = round(time.perf_counter() - tick, 2)
+    seconds["total"] = round(time.perf_counter() - started, 2)
+
+    metrics = {
+        **_headline(reconstruction, quality, kl),
+        "reconstruction": reconstruction,
+        "sample_quality": quality,
+        "latents": _latents(kl, options),
+        "files": {"figures": [str(path.relative_to(run_dir)) for path in figures],
+                  "per_image": "eval/reconstruction_per_image.csv"},
+        "evaluated": {
+            "run": str(Path(run_dir).resolve()),
+            "checkpoint": options.checkpoint,
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+            "betavae_version": __version__,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds,
+        },
+    }
+    write_json(out / "metrics.json", metrics)
+    write_run_index(run_dir)
+    return metrics
+
+
+def _validation_rows(trained: TrainedModel, options: EvalOptions) -> np.ndarray:
+    """All validation indices, or a seeded random ``max_images`` of them (sorted)."""
+    val = trained.data().val_indices
+    if options.max_images is None or options.max_images >= len(val):
+        return np.sort(val)
+    return np.sort(np.random.default_rng(options.seed).choice(val, size=options.max_images, replace=False))
+
+
+def _dataset_chunks(trained: TrainedModel, rows: np.ndarray, size: int = 256):
+    for start in range(0, len(rows), size):
+        yield trained.images(rows[start:start + size])
+
+
+def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, options: EvalOptions) -> tuple[dict, str, np.ndarray | None]:
+    """Per-image PSNR/SSIM on the validation split (and an outside folder): summaries, a CSV, the outside images."""
+    psnrs, ssims = reconstruction_scores(trained, _dataset_chunks(trained, val_rows))
+    selection = "all" if options.max_images is None or options.max_images >= len(trained.data().val_indices) \
+        else f"seeded random subset (seed {options.seed}) of {len(trained.data().val_indices)}"
+    result = {"convention": CONVENTION,
+              "validation": {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(val_rows),
+                             "images": f"validation split, {selection}"}}
+    lines = ["set,item,psnr,ssim"] + [f"validation,{i},{p:.6f},{s:.6f}" for i, p, s in zip(val_rows, psnrs, ssims)]
+    if options.images is not None:
+        folder = load_folder(options.images, trained.image_size, trained.channels, options.max_images)
+        psnrs, ssims = reconstruction_scores(trained, uint8_chunks(folder.images))
+        result["outside"] = {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(folder.names),
+                             "folder": str(Path(options.images).resolve()), "skipped": folder.skipped,
+                             "images": f"shorter side resized to {trained.image_size} (bilinear), centre crop, "
+                                       + ("grayscale" if trained.channels == 1 else "RGB")}
+        lines += [f"outside,{name.replace(',', '_')},{p:.6f},{s:.6f}" for name, p, s in zip(folder.names, psnrs, ssims)]
+        return result, "\n".join(lines) + "\n", folder.images
+    return result, "\n".join(lines) + "\n", None
+
+
+def _mean_kl(trained: TrainedModel, rows: np.ndarray) -> np.ndarray:
+    """Mean KL per latent dimension over the given dataset rows (encoded in chunks)."""
+    total = np.zeros(trained.latent_dim)
+    for chunk in _dataset_chunks(trained, rows):
+        total += kl_per_dim(trained, chunk) * len(chunk)
+    return total / len(rows)
+
+
+def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np.ndarray | None, kl: np.ndarray,
+             options: EvalOptions) -> list[Path]:
+    """Samples, reconstructions, KL bars, traversals (image, prior, all dims) and the traversal GIF."""
+    if not 0 <= options.index < len(trained.data().val_indices):
+        raise ValueError(f"--index {options.index} is not a validation image (0..{len(trained.data().val_indices) - 1})")
+    low, high = options.traversal_range
+    values = np.linspace(low, high, options.traversal_steps)
+    top = [int(d) for d in rank_dimensions(kl)[: options.top_k]]
+    shown = trained.images(val_rows[:SHOWN_IMAGES])
+    image = trained.images(np.sort(trained.data().val_indices)[[options.index]])
+    z_image = trained.encode(image).mean[0]
+    z_prior = torch.randn(trained.latent_dim, generator=torch.Generator().manual_seed(options.seed))
+    figures = [
+        save_png(_enlarge(image_grid(trained.sample(64, options.seed)[1], nrow=8)), out / "random_samples.png"),
+        save_png(_enlarge(reconstruction_pairs(shown, trained.reconstruct(shown))), out / "reconstructions_validation.png"),
+        plot_kl_per_dim(kl, out / "kl_per_dimension.png", threshold=ACTIVE_KL),
+        save_png(traversal_sheet(trained, z_image, top, values, kl), out / "traversals_top_dims_from_image.png"),
+        save_png(traversal_sheet(trained, z_prior, top, values, kl), out / "traversals_top_dims_from_prior.png"),
+        save_png(traversal_sheet(trained, z_image, range(trained.latent_dim), values, kl, scale=1),
+                 out / "traversals_all_dims.png"),
+        traversal_gif(trained, z_image, top, low, high, out / "traversals_top_dims.gif"),
+    ]
+    if outside is not None:
+        shown = uint8_to_unit(outside[:SHOWN_IMAGES])
+        figures.append(save_png(_enlarge(reconstruction_pairs(shown, trained.reconstruct(shown))),
+                                out / "reconstructions_outside_images.png"))
+    return figures
+
+
+def _enlarge(image: Image.Image, scale: int = 2) -> Image.Image:
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def _headline(reconstruction: dict, quality: dict, kl: np.ndarray) -> dict:
+    """The top-level numbers (shown in index.html)."""
+    headline = {"psnr_val": reconstruction["validation"]["psnr"]["mean"],
+                "ssim_val": reconstruction["validation"]["ssim"]["mean"],
+                "n_val": reconstruction["validation"]["n"]}
+    if "outside" in reconstruction:
+        outside = reconstruction["outside"]
+        headline.update(psnr_outside=outside["psnr"]["mean"], ssim_outside=outside["ssim"]["mean"], n_outside=outside["n"])
+    if "fid" in quality:
+        headline.update(fid=quality["fid"], fid_n_samples=quality["n_samples"], fid_n_reference=quality["reference"]["n"])
+    if "kid" in quality:
+        headline.update(kid=quality["kid"], kid_std=quality["kid_std"])
+    headline["active_dims"] = int((kl > ACTIVE_KL).sum())
+    return headline
+
+
+def _latents(kl: np.ndarray, options: EvalOptions) -> dict:
+    ranked = rank_dimensions(kl)
+    return {
+        "kl_per_dim": [round(float(v), 6) for v in kl],
+        "kl_images": "the validation images of the reconstruction metrics",
+        "active_threshold_nats": ACTIVE_KL,
+        "active_dims": [int(d) for d in np.flatnonzero(kl > ACTIVE_KL)],
+        "ranked_dims": [int(d) for d in ranked],
+        "traversal": {"top_k": min(options.top_k, len(kl)), "range": list(options.traversal_range),
+                      "steps": options.traversal_steps, "image": f"validation image {options.index}",
+                      "prior_code_seed": options.seed},
+    }

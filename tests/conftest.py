@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny configs and a tiny trained run (built once per test session)."""
+from __future__ import annotations
+
+import pytest
+
+from betavae.config import validate_config
+
+
+def tiny_config(**sections) -> "RunConfig":  # noqa: F821
+    """A config that trains in a second: 32 px dSprites, a 2-block model, a few steps."""
+    raw = {
+        "name": "tiny",
+        "data": {"name": "dsprites", "num_images": 256, "image_size": 32},
+        "model": {"preset": "tiny"},
+        "objective": {"name": "beta", "beta": 1.0},
+        "train": {"max_steps": 8, "batch_size": 16, "lr": 0.003, "progress": False, "checkpoint_every": 4, "val_every": 4},
+    }
+    for name, values in sections.items():
+        replace = name == "objective" or not isinstance(values, dict)
+        raw[name] = values if replace else {**raw.get(name, {}), **values}
+    return validate_config(raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished tiny run folder (shared, read-only for tests)."""
+    from betavae.training import train
+
+    return train(tiny_config(), tmp_path_factory.mktemp("runs") / "tiny").root

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from betavae.config import validate_config
+from betavae.data.transforms import Normalizer
+from betavae.model import PRESETS, ConvVAE, OutputActivation, count_parameters
+from betavae.training import build_model
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("size", [32, 64, 128, 256])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_preset_maps_every_size_back_to_itself(preset, size, channels):
+    model = ConvVAE(size, channels, **PRESETS[preset]).eval()
+    x = torch.rand(2, channels, size, size)
+    with torch.no_grad():
+        out = model(x)
+    latent = PRESETS[preset]["latent_dim"]
+    assert out.posterior.mean.shape == out.posterior.logvar.shape == (2, latent)
+    assert out.recon.shape == out.logits.shape == x.shape
+
+
+def test_paper_preset_has_the_study_parameter_count():
+    assert count_parameters(ConvVAE(64, 3, **PRESETS["paper"])) == 3_937_635
+
+
+def test_paper_batik_is_three_blocks_grayscale():
+    model = ConvVAE(64, 1, **PRESETS["paper-batik"])
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128] and convs[0].in_channels == 1
+    assert model.to_mean.in_features == 128 * 8 * 8
+
+
+def test_size_the_channel_list_cannot_reach_is_rejected():
+    with pytest.raises(ValueError, match="not divisible"):
+        ConvVAE(48, 3, channels=[8, 16, 32, 64, 128], latent_dim=4)
+
+
+def test_eval_mode_reconstructs_from_the_mean_and_training_mode_samples():
+    model = ConvVAE(32, 1, **PRESETS["tiny"])
+    x = torch.rand(4, 1, 32, 32)
+    model.eval()
+    out = model(x)
+    assert torch.equal(out.z, out.posterior.mean)
+    model.train()
+    assert not torch.equal(model(x).z, model(x).posterior.mean)
+
+
+@pytest.mark.parametrize("mode", ["unit", "symmetric", "imagenet"])
+def test_output_activation_spans_exactly_the_normalised_data_range(mode):
+    config = validate_config({"data": {"normalization": mode, "image_size": 32}, "model": {"preset": "tiny"},
+                              "objective": {"reconstruction": "mse_mean"}})
+    model = build_model(config, 3)
+    low, high = Normalizer(mode, 3).bounds()
+    extreme = torch.tensor([-1e4, 1e4]).view(2, 1, 1, 1).expand(2, 3, 2, 2)
+    out = model.output_activation(extreme)
+    assert torch.allclose(out[0], low.view(3, 1, 1).expand(3, 2, 2))
+    assert torch.allclose(out[1], high.view(3, 1, 1).expand(3, 2, 2))
+
+
+def test_identity_and_tanh_activations():
+    logits = torch.linspace(-3, 3, 7).view(1, 1, 1, 7)
+    zeros, ones = torch.zeros(1), torch.ones(1)
+    assert torch.equal(OutputActivation("identity", zeros, ones)(logits), logits)
+    assert torch.allclose(OutputActivation("tanh", zeros, ones)(logits), torch.tanh(logits))
