@@ -64,6 +64,7 @@ def save_figure(figure: plt.Figure, path: str | Path) -> Path:
 
 def reconstruction_pairs(originals01: torch.Tensor, recons01: torch.Tensor, per_row: int = 8) -> Image.Image:
     """Rows of originals, each followed by a row of their reconstructions."""
+    per_row = min(per_row, len(originals01))
     rows = []
     for start in range(0, len(originals01), per_row):
         rows += [originals01[start : start + per_row], recons01[start : start + per_row]]

@@ -25,7 +25,8 @@ def factors() -> np.ndarray:
 def test_latent_equal_to_a_factor_is_labelled_with_it(factors):
     rng = np.random.default_rng(1)
     # latent 0: noise, latent 1: orientation, latent 2: shape, latent 3: scale (monotone transform)
-    codes = np.column_stack([rng.normal(size=len(factors)), factors[:, 2], factors[:, 0], np.exp(factors[:, 1])])
+    noise = rng.normal(size=len(factors))
+    codes = np.column_stack([noise, factors[:, 2], factors[:, 0], np.exp(factors[:, 1])])
     matrix = normalized_mi_matrix(codes, factors)
     assert matrix.shape == (3, 4)
     assert matrix[2, 1] == pytest.approx(1.0) and matrix[0, 2] == pytest.approx(1.0)
@@ -37,11 +38,13 @@ def test_latent_equal_to_a_factor_is_labelled_with_it(factors):
 
 def test_normalized_mi_is_mutual_information_over_factor_entropy(factors):
     rng = np.random.default_rng(2)
-    codes = np.column_stack([factors[:, 0] + rng.normal(0, 0.8, len(factors)), rng.normal(size=len(factors))])
+    noisy_shape = factors[:, 0] + rng.normal(0, 0.8, len(factors))
+    codes = np.column_stack([noisy_shape, rng.normal(size=len(factors))])
     matrix = normalized_mi_matrix(codes, factors[:, :1])
     edges = np.histogram(codes[:, 0], 20)[1]
     binned = np.digitize(codes[:, 0], edges[:-1])
-    joint = np.histogram2d(binned, factors[:, 0], bins=[np.arange(22) + 0.5, np.arange(4) - 0.5])[0] / len(codes)
+    counts = np.histogram2d(binned, factors[:, 0], bins=[np.arange(22) + 0.5, np.arange(4) - 0.5])[0]
+    joint = counts / len(codes)
     marginals = np.outer(joint.sum(axis=1), joint.sum(axis=0))
     mi = np.sum(joint[joint > 0] * np.log(joint[joint > 0] / marginals[joint > 0]))
     p = joint.sum(axis=0)
@@ -77,6 +80,7 @@ def test_attribute_correlation_is_the_point_biserial_correlation():
 
 
 def test_heatmap_is_written_atomically(tmp_path):
-    path = plot_mi_heatmap(np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]]), ["shape", "scale"], tmp_path / "mi.png")
+    matrix = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
+    path = plot_mi_heatmap(matrix, ["shape", "scale"], tmp_path / "mi.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["mi.png"]

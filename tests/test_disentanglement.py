@@ -91,7 +91,8 @@ def test_codes_equal_to_factors_score_high(factors, perfect_dci):
 def test_sap_is_the_gap_between_the_two_best_latents():
     rng = np.random.default_rng(3)
     binary = rng.integers(0, 2, size=(900, 2))
-    codes = np.column_stack([binary[:, 0], binary[:, 1], rng.normal(size=900)]) + 0.01 * rng.normal(size=(900, 3))
+    codes = np.column_stack([binary[:, 0], binary[:, 1], rng.normal(size=900)])
+    codes += 0.01 * rng.normal(size=codes.shape)
     # best latent: accuracy 1; runner-up (an unrelated latent, balanced classes): about 0.5
     assert sap(codes, binary) == pytest.approx(0.5, abs=0.06)
 
@@ -179,14 +180,19 @@ def test_mig_matches_explicit_entropy_sums():
     assert mig(codes, factors) == pytest.approx(np.mean(gaps), abs=1e-10)
 
 
+def row_entropies(p: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of a matrix of probabilities; 0 log 0 = 0."""
+    return -np.array([sum(q * np.log(q) for q in row if q > 0) for row in p])
+
+
 def test_dci_disentanglement_and_completeness_from_an_importance_matrix():
     importance = np.array([[0.6, 0.2, 0.0], [0.0, 0.1, 0.5], [0.05, 0.05, 0.05], [0.3, 0.0, 0.0]])
-    p_codes = importance / importance.sum(axis=1, keepdims=True)
-    entropy_codes = -np.sum(np.where(p_codes > 0, p_codes * np.log(np.where(p_codes > 0, p_codes, 1)), 0), axis=1)
-    expected_d = np.sum((1 - entropy_codes / np.log(3)) * importance.sum(axis=1) / importance.sum())
-    p_factors = importance / importance.sum(axis=0, keepdims=True)
-    entropy_factors = -np.sum(np.where(p_factors > 0, p_factors * np.log(np.where(p_factors > 0, p_factors, 1)), 0), axis=0)
-    expected_c = np.sum((1 - entropy_factors / np.log(4)) * importance.sum(axis=0) / importance.sum())
+    p_factors_given_code = importance / importance.sum(axis=1, keepdims=True)
+    code_weight = importance.sum(axis=1) / importance.sum()
+    expected_d = np.sum((1 - row_entropies(p_factors_given_code) / np.log(3)) * code_weight)
+    p_codes_given_factor = (importance / importance.sum(axis=0, keepdims=True)).T
+    factor_weight = importance.sum(axis=0) / importance.sum()
+    expected_c = np.sum((1 - row_entropies(p_codes_given_factor) / np.log(4)) * factor_weight)
     assert disentanglement_from_importance(importance) == pytest.approx(expected_d, abs=1e-6)
     assert completeness_from_importance(importance) == pytest.approx(expected_c, abs=1e-6)
     assert disentanglement_from_importance(np.eye(3)) == pytest.approx(1.0, abs=1e-6)
@@ -208,7 +214,7 @@ def test_gaussian_total_correlation():
 def test_active_units_counts_dims_whose_kl_exceeds_the_threshold():
     rng = np.random.default_rng(10)
     means = np.column_stack([rng.normal(size=500), np.zeros(500), rng.normal(size=500), np.zeros(500)])
-    logvars = np.column_stack([np.full(500, -4.0), np.zeros(500), np.full(500, -4.0), np.full(500, -0.05)])
+    logvars = np.tile([-4.0, 0.0, -4.0, -0.05], (500, 1))
     mask = active_units(means=means, logvars=logvars)
     assert mask.tolist() == [True, False, True, False]  # dim 3: KL ≈ 0.0012 nats
     assert active_units(np.array([0.5, 0.005, 0.02])).sum() == 2
@@ -221,6 +227,11 @@ def test_active_units_counts_dims_whose_kl_exceeds_the_threshold():
 RENDERED = dict(batch_size=32, num_train=300, num_eval=200)
 
 
+def factor_vae(data, represent, seed: int = 0, num_variance_estimate: int = 500, **options) -> dict:
+    return factor_vae_score(data, represent, np.random.default_rng(seed),
+                            num_variance_estimate=num_variance_estimate, **RENDERED, **options)
+
+
 def test_beta_vae_score_perfect_and_noise():
     data = FactorPixels()
     perfect = beta_vae_score(data, read_factors, np.random.default_rng(0), **RENDERED)
@@ -231,33 +242,30 @@ def test_beta_vae_score_perfect_and_noise():
 
 def test_factor_vae_score_perfect_noise_and_pruning():
     data = FactorPixels()
-    perfect = factor_vae_score(data, read_factors, np.random.default_rng(0), num_variance_estimate=500, **RENDERED)
+    perfect = factor_vae(data, read_factors)
     assert perfect["eval_accuracy"] == 1.0 and perfect["num_active_dims"] == 3
-    noise = factor_vae_score(data, noise_representation(), np.random.default_rng(0),
-                             num_variance_estimate=500, **RENDERED)
-    assert noise["eval_accuracy"] < 0.5
+    assert factor_vae(data, noise_representation())["eval_accuracy"] < 0.5
     with_dead_dim = lambda images: np.column_stack([read_factors(images), np.full(len(images), 0.3)])  # noqa: E731
-    pruned = factor_vae_score(data, with_dead_dim, np.random.default_rng(0), num_variance_estimate=500, **RENDERED)
+    pruned = factor_vae(data, with_dead_dim)
     assert pruned["num_active_dims"] == 3 and pruned["eval_accuracy"] == 1.0
-    collapsed = factor_vae_score(data, lambda images: np.zeros((len(images), 3)), np.random.default_rng(0),
-                                 num_variance_estimate=500, **RENDERED)
+    collapsed = factor_vae(data, lambda images: np.zeros((len(images), 3)))
     assert collapsed == {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
 
 
 def test_rendered_metrics_are_deterministic_and_independent_of_chunking():
     data = FactorPixels()
-    blurred = lambda images: read_factors(images) @ [[1.0, 0.4, 0.0], [0.3, 1.0, 0.5], [0.0, 0.6, 1.0]]  # noqa: E731
+    mixing = np.array([[1.0, 0.4, 0.0], [0.3, 1.0, 0.5], [0.0, 0.6, 1.0]])
+    blurred = lambda images: read_factors(images) @ mixing  # noqa: E731
     scores = [beta_vae_score(data, blurred, np.random.default_rng(4), images_per_call=chunk, **RENDERED)
               for chunk in (1024, 1024, 100)]
     assert scores[0] == scores[1] == scores[2]
-    votes = [factor_vae_score(data, blurred, np.random.default_rng(4), num_variance_estimate=300,
-                              images_per_call=chunk, **RENDERED) for chunk in (1024, 70)]
+    votes = [factor_vae(data, blurred, seed=4, images_per_call=chunk) for chunk in (1024, 70)]
     assert votes[0] == votes[1]
 
 
 def test_rendered_metrics_never_fix_a_factor_with_one_value():
     data = FactorPixels().restrict(scale=[2])
-    scores = factor_vae_score(data, read_factors, np.random.default_rng(0), num_variance_estimate=300, **RENDERED)
+    scores = factor_vae(data, read_factors)
     assert scores["num_active_dims"] == 2 and scores["eval_accuracy"] == 1.0
 
 
@@ -267,25 +275,27 @@ def test_rendered_metrics_never_fix_a_factor_with_one_value():
 def factor_image_data(with_source: bool) -> ImageData:
     source = FactorPixels()
     factors = source.sample_factors(400, np.random.default_rng(11))
-    return ImageData(images=source.render(factors), train_indices=np.arange(300), val_indices=np.arange(300, 400),
-                     fingerprint="test", factors=factors, factor_names=source.factor_names,
-                     source=source if with_source else None)
+    return ImageData(images=source.render(factors), train_indices=np.arange(300),
+                     val_indices=np.arange(300, 400), fingerprint="test", factors=factors,
+                     factor_names=source.factor_names, source=source if with_source else None)
 
 
 def test_report_on_rendered_data(tmp_path):
-    report = disentanglement_report(read_factors, factor_image_data(True), tmp_path, num_train=300, num_eval=150,
-                                    batch_size=16)
+    report = disentanglement_report(read_factors, factor_image_data(True), tmp_path, num_train=300,
+                                    num_eval=150, batch_size=16, dci_num_train=120)
     assert report["summary"]["mig"] > 0.95 and report["summary"]["dci_disentanglement"] > 0.95
     assert report["summary"]["beta_vae"] > 0.95 and report["summary"]["factor_vae"] == 1.0
     assert [d["factor"] for d in report["dimensions"]] == ["shape", "scale", "position"]
     assert report["beta_vae"]["num_train"] == 300 and report["points"]["seed"] == 0
+    assert report["dci"]["num_train"] == 120 and report["dci"]["num_test"] == 150
     assert json.loads((tmp_path / "disentanglement.json").read_text()) == json.loads(json.dumps(report))
     assert (tmp_path / "mi_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_on_stored_images_with_log_variances(tmp_path):
     represent = lambda images: (read_factors(images), np.full((len(images), 3), -3.0))  # noqa: E731
-    report = disentanglement_report(represent, factor_image_data(False), tmp_path, num_train=200, num_eval=100)
+    report = disentanglement_report(represent, factor_image_data(False), tmp_path, num_train=200,
+                                    num_eval=100)
     assert "beta_vae" not in report and "factor_vae" not in report
     assert report["points"]["origin"] == "drawn from the stored images"
     assert report["active_units"]["count"] == 3

