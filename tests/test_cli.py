@@ -75,6 +75,7 @@ def test_reconstruct_and_info(tiny_run, tmp_path, capsys):
     out = tmp_path / "recon.png"
     assert main(["reconstruct", str(tiny_run), "-n", "4", "--out", str(out)]) == 0
     assert Image.open(out).size == (4 * 34 + 2, 2 * 34 + 2)
+    capsys.readouterr()
     assert main(["info", str(tiny_run)]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["status"] == "finished" and printed["config"]["model"]["latent_dim"] == 4

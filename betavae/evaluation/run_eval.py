@@ -101,7 +101,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
         "evaluated": {
             "run": str(Path(run_dir).resolve()),
             "checkpoint": options.checkpoint,
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+            "options": {k: _plain(v) for k, v in asdict(options).items()},
             "betavae_version": __version__,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": seconds,
@@ -110,6 +110,13 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     write_json(out / "metrics.json", metrics)
     write_run_index(run_dir)
     return metrics
+
+
+def _plain(value):
+    """An option value as JSON writes and reads it back."""
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _validation_rows(trained: TrainedModel, options: EvalOptions) -> np.ndarray:
