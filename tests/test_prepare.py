@@ -16,7 +16,13 @@ from PIL import Image
 
 from betavae.data import imageio
 from betavae.data.prepare import PrepareOptions, add_parser, prepare
-from betavae.data.prepared import PrepareError, load_attributes, load_names, load_prepared, read_manifest
+from betavae.data.prepared import (
+    PrepareError,
+    load_attributes,
+    load_names,
+    load_prepared,
+    read_manifest,
+)
 from betavae.data.recipes import base, cars, cats, celeba
 
 # --- helpers that write test images ---------------------------------------------------------------
@@ -39,15 +45,15 @@ def _save(path: Path, image: np.ndarray | Image.Image, **kwargs) -> Path:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    checksum = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
 
 
 def _png(path: Path, width: int, height: int, bit_depth: int, colour_type: int, raw: bytes) -> Path:
     """A PNG written by hand (Pillow cannot write 16-bit RGB)."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw)) + _png_chunk(b"IEND", b"")
-    )
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks + _png_chunk(b"IEND", b""))
     return path
 
 
@@ -61,11 +67,15 @@ def _bomb_png(path: Path, side: int) -> Path:
     return _png(path, side, side, 8, 0, b"\x00" * 16)
 
 
+def _filled(size: tuple[int, int], value: list[int], dtype=np.uint8) -> np.ndarray:
+    return np.broadcast_to(np.array(value, dtype), (*size, len(value))).copy()
+
+
 def _quiet(message: str) -> None:
     pass
 
 
-def _prepare(recipe_name: str, source: Path, out: Path, log=_quiet, workers: int = 1, **options) -> dict:
+def _prepare(recipe_name: str, source: Path, out: Path, log=_quiet, workers=1, **options) -> dict:
     """``prepare`` at 16×16 unless told otherwise; ``options`` are PrepareOptions fields."""
     opts = PrepareOptions(size=options.pop("size", 16), **options)
     return prepare(recipe_name, source, out, opts, workers=workers, progress=False, log=log)
@@ -86,7 +96,7 @@ def _good_folder(root: Path, count: int = 8) -> Path:
     return root
 
 
-# --- bad input --------------------------------------------------------------------------------------
+# --- bad input ------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +113,8 @@ def bad_input(tmp_path_factory) -> tuple[Path, dict]:
     gray16 = np.zeros((16, 16), np.uint16)
     gray16[:8, :8], gray16[:8, 8:], gray16[8:, :8], gray16[8:, 8:] = 0, 25700, 65535, 1000
     _save(source / "gray16.png", gray16)
-    _rgb16_png(source / "rgb16.png", np.broadcast_to(np.array([65535, 32896, 0], np.uint16), (16, 16, 3)))
-    _save(source / "rgba.png", np.broadcast_to(np.array([255, 0, 0, 128], np.uint8), (16, 16, 4)).copy())
+    _rgb16_png(source / "rgb16.png", _filled((16, 16), [65535, 32896, 0], np.uint16))
+    _save(source / "rgba.png", _filled((16, 16), [255, 0, 0, 128]))
     palette = Image.new("P", (16, 16), 0)
     palette.putpalette([0, 0, 0, 0, 0, 255] + [0] * 762)
     palette.paste(1, (8, 0, 16, 16))
@@ -145,7 +155,8 @@ def test_conversions_give_the_right_pixels(bad_input):
     assert np.abs(rows["cmyk.jpg"].astype(int) - [255, 0, 0]).max() <= 3
     gray16 = rows["gray16.png"]
     assert gray16.shape == (16, 16, 3) and (gray16 == gray16[..., :1]).all()
-    assert [gray16[0, 0, 0], gray16[0, 15, 0], gray16[15, 0, 0], gray16[15, 15, 0]] == [0, 100, 255, 4]
+    corners = [gray16[0, 0, 0], gray16[0, 15, 0], gray16[15, 0, 0], gray16[15, 15, 0]]
+    assert corners == [0, 100, 255, 4]  # value / 257
     assert (rows["rgb16.png"] == [255, 128, 0]).all()
     assert (np.abs(rows["rgba.png"].astype(int) - [255, 127, 127]) <= 1).all()  # 50 % red on white
     palette = rows["palette.png"]
@@ -155,7 +166,8 @@ def test_conversions_give_the_right_pixels(bad_input):
     converted = manifest["counts"]["converted"]
     assert converted[imageio.NOTE_CMYK] == 1 and converted[imageio.NOTE_16BIT] == 1
     assert converted[imageio.NOTE_ALPHA] == 2 and converted[imageio.NOTE_PALETTE] == 1
-    assert converted[imageio.NOTE_GRAY_TO_RGB] == 3  # gray, gray16, rotated and converted[imageio.NOTE_UPSCALED] == 1
+    assert converted[imageio.NOTE_GRAY_TO_RGB] == 3  # gray, gray16 and rotated
+    assert converted[imageio.NOTE_UPSCALED] == 1
 
 
 def test_exif_orientation_is_applied(bad_input):
@@ -175,22 +187,33 @@ def test_small_images_can_be_skipped(tmp_path):
 
 def test_background_colour_and_grayscale(tmp_path):
     source = tmp_path / "src"
-    _save(source / "a.png", np.broadcast_to(np.array([0, 0, 0, 0], np.uint8), (16, 16, 4)).copy())
-    _save(source / "b.png", np.broadcast_to(np.array([255, 0, 0, 255], np.uint8), (16, 16, 4)).copy())
+    _save(source / "a.png", _filled((16, 16), [0, 0, 0, 0]))
+    _save(source / "b.png", _filled((16, 16), [255, 0, 0, 255]))
     _prepare("folder", source, tmp_path / "out", background=(0, 128, 0), val_fraction=0.5)
     rows = _rows_by_name(tmp_path / "out")
     assert (rows["a.png"] == [0, 128, 0]).all() and (rows["b.png"] == [255, 0, 0]).all()
     _prepare("folder", source, tmp_path / "gray", grayscale=True, val_fraction=0.5)
     gray = _rows_by_name(tmp_path / "gray")
-    assert gray["b.png"].shape == (16, 16, 1) and (gray["b.png"] == 76).all()  # 0.299 · 255, Pillow's luma
+    assert gray["b.png"].shape == (16, 16, 1)
+    assert (gray["b.png"] == 76).all()  # 0.299 · 255, Pillow's luma
 
 
 def test_resize_shorter_side_then_centre_crop():
-    image = Image.fromarray(np.repeat(np.arange(40, dtype=np.uint8)[None, :] * 6, 20, axis=0))  # 40 wide, 20 high
+    ramp = np.repeat(np.arange(40, dtype=np.uint8)[None, :] * 6, 20, axis=0)  # 40 wide, 20 high
+    image = Image.fromarray(ramp)
     resized, notes = imageio.resize_center_crop(image, 10, "upscale")
     assert resized.size == (10, 10) and notes == []
     columns = np.asarray(resized)[0]
-    assert 55 < columns[0] < 70 and 160 < columns[-1] < 182  # the middle half of the ramp (x 10 … 30)
+    assert 55 < columns[0] < 70 and 160 < columns[-1] < 182  # the ramp's middle half, x 10 … 30
+
+
+def test_crop_square_fits_inside_or_skips():
+    image = Image.new("RGB", (40, 30))
+    assert imageio.crop_square(image, 38, 2, 20).size == (20, 20)  # shifted inside
+    assert imageio.crop_square(image, 20, 15, 100).size == (30, 30)  # shrunk to fit
+    with pytest.raises(imageio.SkipImage) as raised:
+        imageio.crop_square(image, 80, 15, 10)
+    assert raised.value.reason == imageio.BAD_REGION
 
 
 def test_unusable_sources_raise_one_clear_error(tmp_path):
@@ -207,7 +230,7 @@ def test_unusable_sources_raise_one_clear_error(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-# --- the cache -----------------------------------------------------------------------------------------
+# --- the cache ------------------------------------------------------------------------------------
 
 
 def test_load_prepared_round_trip(tmp_path):
@@ -219,8 +242,9 @@ def test_load_prepared_round_trip(tmp_path):
     assert (len(data.train_indices), len(data.val_indices)) == (6, 2)
     assert sorted(np.concatenate([data.train_indices, data.val_indices])) == list(range(8))
     assert data.fingerprint == manifest["fingerprint"]
-    assert data.info["recipe"] == "folder" and data.info["images"] == 8 and data.info["image_size"] == 20
-    expected = np.asarray(Image.open(source / "img_03.jpg").convert("RGB").resize((26, 20), Image.BILINEAR))[:, 3:23]
+    assert (data.info["recipe"], data.info["images"], data.info["image_size"]) == ("folder", 8, 20)
+    photo = Image.open(source / "img_03.jpg").convert("RGB")  # 32 × 24 → 26 × 20 → centre 20 × 20
+    expected = np.asarray(photo.resize((26, 20), Image.BILINEAR))[:, 3:23]
     assert np.array_equal(data.images[3], expected)
     on_disk = read_manifest(tmp_path / "out")
     assert on_disk["shape"] == [8, 20, 20, 3] and on_disk["options"]["size"] == 20
@@ -315,20 +339,26 @@ def test_worker_processes_give_the_same_cache(tmp_path):
     (source / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     serial = _prepare("folder", source, tmp_path / "serial", workers=1)
     parallel = _prepare("folder", source, tmp_path / "parallel", workers=2)
-    assert parallel["fingerprint"] == serial["fingerprint"] and parallel["skipped"] == serial["skipped"]
-    assert np.array_equal(load_prepared(tmp_path / "serial").images, load_prepared(tmp_path / "parallel").images)
+    assert parallel["fingerprint"] == serial["fingerprint"]
+    assert parallel["skipped"] == serial["skipped"] and len(serial["skipped"]) == 1
+    serial_images = load_prepared(tmp_path / "serial").images
+    assert np.array_equal(serial_images, load_prepared(tmp_path / "parallel").images)
 
 
 def test_include_list_and_limit(tmp_path):
     source = _good_folder(tmp_path / "src", count=10)
     include = tmp_path / "keep.txt"
-    include.write_text("# chosen by hand\nimg_01.jpg\n./img_04.jpg\n\nimg_07.jpg\nimg_99.jpg\nimg_08.jpg\n")
+    include.write_text("# by hand\nimg_01.jpg\n./img_04.jpg\n\nimg_07.jpg\nimg_99.jpg\nimg_08.jpg")
     manifest = _prepare("folder", source, tmp_path / "inc", include=str(include), val_fraction=0.5)
     assert load_names(tmp_path / "inc") == ["img_01.jpg", "img_04.jpg", "img_07.jpg", "img_08.jpg"]
     assert _skip_reasons(manifest) == {"img_99.jpg": base.NOT_IN_INCLUDE_LIST}
     include.write_text("img_01.jpg\nimg_04.jpg\n")
-    assert _prepare("folder", source, tmp_path / "inc", include=str(include), val_fraction=0.5)["counts"]["kept"] == 2
-    limited = [_prepare("folder", source, tmp_path / f"lim{k}", limit=5, seed=seed) for k, seed in enumerate((1, 1, 2))]
+    shorter = _prepare("folder", source, tmp_path / "inc", include=str(include), val_fraction=0.5)
+    assert shorter["counts"]["kept"] == 2
+    limited = [
+        _prepare("folder", source, tmp_path / f"lim{k}", limit=5, seed=seed)
+        for k, seed in enumerate((1, 1, 2))
+    ]
     names = [load_names(tmp_path / f"lim{k}") for k in range(3)]
     assert len(names[0]) == 5 and names[0] == names[1] and names[0] != names[2]
     assert limited[0]["fingerprint"] == limited[1]["fingerprint"]
@@ -350,19 +380,20 @@ def test_command_line(tmp_path, capsys):
     source = _good_folder(tmp_path / "src", count=4)
     parser = argparse.ArgumentParser(prog="betavae")
     add_parser(parser.add_subparsers(dest="command"))
+    out = str(tmp_path / "out")
     args = parser.parse_args(
-        ["prepare", "folder", "--source", str(source), "--out", str(tmp_path / "out"), "--size", "8", "--workers", "1"]
+        ["prepare", "folder", "--source", str(source), "--out", out, "--size", "8", "--workers=1"]
     )
     assert args.func(args) == 0
     assert "prepared folder: 4 images 8x8x3" in capsys.readouterr().out
     assert args.func(args) == 0 and "up to date" in capsys.readouterr().out
-    args = parser.parse_args(["prepare", "celeba", "--source", str(source), "--out", str(tmp_path / "c")])
+    args = parser.parse_args(["prepare", "celeba", "--source", str(source), "--out", out + "-c"])
     assert args.func(args) == 2 and "img_align_celeba" in capsys.readouterr().err
     batik = parser.parse_args(["prepare", "batik", "--source", "s", "--out", "o"])
     assert batik.grayscale is True and batik.patches == 2400 and batik.patch_size == 128
 
 
-# --- CelebA -----------------------------------------------------------------------------------------------
+# --- CelebA ---------------------------------------------------------------------------------------
 
 CELEBA_ATTRIBUTES = ("Smiling", "Male", "Young")
 
@@ -423,8 +454,10 @@ def test_celeba_zip_matches_the_folder(tmp_path):
         handle.writestr("__MACOSX/celeba/img_align_celeba/._000001.jpg", b"resource fork")
     from_zip = _prepare("celeba", archive, tmp_path / "zip", workers=2)
     from_folder = _prepare("celeba", _celeba_folder(tmp_path / "folder"), tmp_path / "dir")
-    assert from_zip["fingerprint"] == from_folder["fingerprint"] and from_zip["counts"]["skipped"] == 0
-    assert np.array_equal(load_prepared(tmp_path / "zip").images, load_prepared(tmp_path / "dir").images)
+    assert from_zip["fingerprint"] == from_folder["fingerprint"]
+    assert from_zip["counts"]["skipped"] == 0
+    zip_images = load_prepared(tmp_path / "zip").images
+    assert np.array_equal(zip_images, load_prepared(tmp_path / "dir").images)
 
 
 def test_celeba_zip_of_images_only_finds_lists_beside_it(tmp_path):
@@ -439,6 +472,10 @@ def test_celeba_zip_of_images_only_finds_lists_beside_it(tmp_path):
     (tmp_path / "list_eval_partition.txt").write_bytes(files["list_eval_partition.txt"])
     beside = _prepare("celeba", archive, tmp_path / "plain")  # a new list: rebuilt
     assert beside["split"]["method"] == "partition" and beside["split"]["train"] == 16
+    with zipfile.ZipFile(archive, "a") as handle:  # the archive changes: rebuilt from the new one
+        handle.writestr("img_align_celeba/000025.jpg", files["img_align_celeba/000001.jpg"])
+    grown = _prepare("celeba", archive, tmp_path / "plain", recipe={"split": "random"})
+    assert grown["counts"]["kept"] == 25 and load_names(tmp_path / "plain")[-1] == "000025.jpg"
 
 
 def test_celeba_kaggle_csv_lists():
@@ -465,7 +502,7 @@ def test_celeba_layout_errors(tmp_path):
         _prepare("celeba", source, tmp_path / "out")
 
 
-# --- Stanford Cars -----------------------------------------------------------------------------------------
+# --- Stanford Cars --------------------------------------------------------------------------------
 
 
 def _cars_devkit(root: Path, count: int = 10, missing: str | None = None) -> Path:
@@ -489,7 +526,8 @@ def test_stanford_cars_with_bbox_crop_include_list_and_classes(tmp_path):
     source = _cars_devkit(tmp_path / "cars", missing="00010.jpg")
     include = tmp_path / "views.txt"
     include.write_text("".join(f"cars_train/{k:05d}.jpg\n" for k in (1, 2, 3, 5, 8, 9, 10)))
-    manifest = _prepare("stanford-cars", source, tmp_path / "out", include=str(include), recipe={"bbox_crop": True})
+    crop = {"bbox_crop": True}
+    manifest = _prepare("stanford-cars", source, tmp_path / "out", include=include, recipe=crop)
     assert _skip_reasons(manifest) == {"cars_train/00010.jpg": cars.MISSING_IMAGE}
     assert load_names(tmp_path / "out") == [f"cars_train/{k:05d}.jpg" for k in (1, 2, 3, 5, 8, 9)]
     images = load_prepared(tmp_path / "out").images.astype(int)
@@ -516,7 +554,7 @@ def test_stanford_cars_layout_errors(tmp_path):
         _prepare("stanford-cars", source, tmp_path / "out")
 
 
-# --- cat faces ---------------------------------------------------------------------------------------------
+# --- cat faces ------------------------------------------------------------------------------------
 
 
 def _cat_dataset(root: Path, count: int = 8) -> Path:
@@ -557,7 +595,9 @@ def test_cat_faces_flat_folder(tmp_path):
 
 
 def test_face_square_and_landmark_parsing(tmp_path):
-    points = np.array([[10, 10], [30, 10], [20, 25], [5, 0], [8, 2], [10, 4], [30, 4], [32, 2], [35, 0]])
+    points = np.array(
+        [[10, 10], [30, 10], [20, 25], [5, 0], [8, 2], [10, 4], [30, 4], [32, 2], [35, 0]]
+    )
     assert cats.face_square(points) == (20.0, 12.5, pytest.approx(33.0))
     cat_file = tmp_path / "a.jpg.cat"
     cat_file.write_text("9 " + " ".join(str(v) for v in points.ravel()))
@@ -567,7 +607,7 @@ def test_face_square_and_landmark_parsing(tmp_path):
         cats.read_landmarks(cat_file)
 
 
-# --- batik ---------------------------------------------------------------------------------------------------
+# --- batik ----------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -589,7 +629,8 @@ def test_batik_patches_are_seeded_grayscale_and_split_by_photo(tmp_path, batik_p
     assert data.images.shape == (30, 32, 32, 1)  # 10 patches for each of 3 usable photos
     assert _skip_reasons(manifest) == {"thumb.jpg": imageio.TOO_SMALL}
     photo_of = [n.split("#")[0] for n in names]
-    assert {photo_of[i] for i in data.val_indices}.isdisjoint(photo_of[i] for i in data.train_indices)
+    val_photos = {photo_of[i] for i in data.val_indices}
+    assert val_photos and val_photos.isdisjoint(photo_of[i] for i in data.train_indices)
     assert len({data.images[i].tobytes() for i in range(30)}) == 30  # distinct positions
     again = _prepare("batik", batik_photos, tmp_path / "again", workers=2, **options)
     assert again["fingerprint"] == manifest["fingerprint"]
@@ -600,7 +641,8 @@ def test_batik_patches_are_seeded_grayscale_and_split_by_photo(tmp_path, batik_p
 def test_batik_patch_matches_its_photo(tmp_path, batik_photos):
     import skimage.data
 
-    _prepare("batik", batik_photos, tmp_path / "out", size=128, grayscale=True, recipe={"patches": 4, "patch_size": 128})
+    patches = {"patches": 4, "patch_size": 128}
+    _prepare("batik", batik_photos, tmp_path / "out", size=128, grayscale=True, recipe=patches)
     patch = _rows_by_name(tmp_path / "out")["brick.png#patch0"][..., 0]
     rng = np.random.default_rng((0, 0))  # seed 0, first photo in name order
     left, top = rng.integers(0, 512 - 128 + 1, size=1)[0], rng.integers(0, 512 - 128 + 1, size=1)[0]

@@ -46,7 +46,7 @@ def load_image(path: str | Path, size: int, channels: int) -> np.ndarray:
     image, _ = imageio.decode(Path(path).read_bytes(), Image.MAX_IMAGE_PIXELS)
     image, _ = imageio.to_channels(image, channels, (255, 255, 255))
     image, _ = imageio.resize_center_crop(image, size, small="upscale")
-    return imageio.to_array(image)
+    return imageio.to_array(image).copy()  # writable, as torch expects
 
 
 def load_folder(folder: str | Path, size: int, channels: int, max_images: int | None = None) -> ImageFolder:

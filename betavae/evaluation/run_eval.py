@@ -5,6 +5,8 @@ and the figures below, then rebuilds the run's ``index.html``.
 """
 from __future__ import annotations
 
+import csv
+import io
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -15,6 +17,7 @@ import torch
 from PIL import Image
 
 from betavae import __version__
+from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.figures import traversal_gif, traversal_sheet
 from betavae.evaluation.reconstruction import (
     CONVENTION,
@@ -23,7 +26,6 @@ from betavae.evaluation.reconstruction import (
     summarize,
     uint8_chunks,
 )
-from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.sample_quality import sample_quality
 from betavae.figures import image_grid, plot_kl_per_dim, reconstruction_pairs, save_png
 from betavae.fileio import write_json, write_text
@@ -69,12 +71,13 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     if options.fid and extractor is None:  # find the weights before any long computation
         extractor = inception_extractor(options.fid_weights, options.fid_batch_size, options.device, options.progress)
     trained = load(run_dir, options.checkpoint, options.device)
+    _check_options(trained, options)
     out = Path(run_dir) / "eval"
-    val_rows = _validation_rows(trained, options)
     seconds: dict[str, float] = {}
 
     tick = time.perf_counter()
-    reconstruction, per_image, outside = _reconstruction(trained, val_rows, options)
+    val_rows, selection = _validation_rows(trained, options)
+    reconstruction, per_image, outside = _reconstruction(trained, val_rows, selection, options)
     write_text(out / "reconstruction_per_image.csv", per_image)
     kl = _mean_kl(trained, val_rows)
     seconds["reconstruction"] = round(time.perf_counter() - tick, 2)
@@ -119,12 +122,24 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _validation_rows(trained: TrainedModel, options: EvalOptions) -> np.ndarray:
-    """All validation indices, or a seeded random ``max_images`` of them (sorted)."""
+def _check_options(trained: TrainedModel, options: EvalOptions) -> None:
+    """Rejects settings that would fail late, before the long computations."""
+    n_val = len(trained.data().val_indices)
+    if not 0 <= options.index < n_val:
+        raise ValueError(f"--index {options.index} is not a validation image (0..{n_val - 1})")
+    if options.traversal_steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {options.traversal_steps}")
+    if options.fid and options.fid_samples < 2:
+        raise ValueError(f"--fid-samples must be at least 2, got {options.fid_samples}")
+
+
+def _validation_rows(trained: TrainedModel, options: EvalOptions) -> tuple[np.ndarray, str]:
+    """All validation indices, or a seeded random ``max_images`` of them (sorted), and how they were chosen."""
     val = trained.data().val_indices
     if options.max_images is None or options.max_images >= len(val):
-        return np.sort(val)
-    return np.sort(np.random.default_rng(options.seed).choice(val, size=options.max_images, replace=False))
+        return np.sort(val), f"validation split, all {len(val)} images"
+    chosen = np.random.default_rng(options.seed).choice(val, size=options.max_images, replace=False)
+    return np.sort(chosen), f"validation split, seeded random subset (seed {options.seed}) of {options.max_images} of {len(val)}"
 
 
 def _dataset_chunks(trained: TrainedModel, rows: np.ndarray, size: int = 256):
@@ -132,25 +147,33 @@ def _dataset_chunks(trained: TrainedModel, rows: np.ndarray, size: int = 256):
         yield trained.images(rows[start:start + size])
 
 
-def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, options: EvalOptions) -> tuple[dict, str, np.ndarray | None]:
+def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, selection: str,
+                    options: EvalOptions) -> tuple[dict, str, np.ndarray | None]:
     """Per-image PSNR/SSIM on the validation split (and an outside folder): summaries, a CSV, the outside images."""
     psnrs, ssims = reconstruction_scores(trained, _dataset_chunks(trained, val_rows))
-    selection = "all" if options.max_images is None or options.max_images >= len(trained.data().val_indices) \
-        else f"seeded random subset (seed {options.seed}) of {len(trained.data().val_indices)}"
     result = {"convention": CONVENTION,
-              "validation": {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(val_rows),
-                             "images": f"validation split, {selection}"}}
-    lines = ["set,item,psnr,ssim"] + [f"validation,{i},{p:.6f},{s:.6f}" for i, p, s in zip(val_rows, psnrs, ssims)]
+              "validation": {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(val_rows), "images": selection}}
+    table = [("validation", int(i), p, s) for i, p, s in zip(val_rows, psnrs, ssims)]
+    outside = None
     if options.images is not None:
         folder = load_folder(options.images, trained.image_size, trained.channels, options.max_images)
         psnrs, ssims = reconstruction_scores(trained, uint8_chunks(folder.images))
+        colour = "grayscale" if trained.channels == 1 else "RGB"
         result["outside"] = {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(folder.names),
                              "folder": str(Path(options.images).resolve()), "skipped": folder.skipped,
-                             "images": f"shorter side resized to {trained.image_size} (bilinear), centre crop, "
-                                       + ("grayscale" if trained.channels == 1 else "RGB")}
-        lines += [f"outside,{name.replace(',', '_')},{p:.6f},{s:.6f}" for name, p, s in zip(folder.names, psnrs, ssims)]
-        return result, "\n".join(lines) + "\n", folder.images
-    return result, "\n".join(lines) + "\n", None
+                             "images": f"{colour}, shorter side resized to {trained.image_size} (bilinear), centre crop"}
+        table += [("outside", name, p, s) for name, p, s in zip(folder.names, psnrs, ssims)]
+        outside = folder.images
+    return result, _per_image_csv(table), outside
+
+
+def _per_image_csv(rows: list[tuple]) -> str:
+    """CSV text of (set, item, psnr, ssim) rows; item is a dataset index or a file name."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["set", "item", "psnr", "ssim"])
+    writer.writerows((kind, item, f"{p:.6f}", f"{s:.6f}") for kind, item, p, s in rows)
+    return text.getvalue()
 
 
 def _mean_kl(trained: TrainedModel, rows: np.ndarray) -> np.ndarray:
@@ -164,8 +187,6 @@ def _mean_kl(trained: TrainedModel, rows: np.ndarray) -> np.ndarray:
 def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np.ndarray | None, kl: np.ndarray,
              options: EvalOptions) -> list[Path]:
     """Samples, reconstructions, KL bars, traversals (image, prior, all dims) and the traversal GIF."""
-    if not 0 <= options.index < len(trained.data().val_indices):
-        raise ValueError(f"--index {options.index} is not a validation image (0..{len(trained.data().val_indices) - 1})")
     low, high = options.traversal_range
     values = np.linspace(low, high, options.traversal_steps)
     top = [int(d) for d in rank_dimensions(kl)[: options.top_k]]

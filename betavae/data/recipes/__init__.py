@@ -1,0 +1,16 @@
+"""The `betavae prepare` recipes: each lists the items of one source layout (see ``base``)."""
+from __future__ import annotations
+
+from types import ModuleType
+
+from betavae.data.recipes import batik, cars, cats, celeba, folder
+
+# Recipe name on the command line → module with HELP, DEFAULTS (its own options),
+# add_arguments(parser) and list_items(source, options) -> Listing.
+RECIPES: dict[str, ModuleType] = {
+    "folder": folder,
+    "celeba": celeba,
+    "stanford-cars": cars,
+    "cat-faces": cats,
+    "batik": batik,
+}

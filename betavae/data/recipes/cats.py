@@ -1,0 +1,91 @@
+"""Cat faces: a flat folder of face images (Kaggle's 64×64 set), or the Cat Dataset with landmarks.
+
+Cat Dataset layout: ``CAT_00/ … CAT_06/`` with ``00000001_000.jpg`` and beside each a
+``00000001_000.jpg.cat`` text file: ``9 x1 y1 … x9 y9`` (left eye, right eye, mouth, left ear ×3,
+right ear ×3). The face crop is the square around the landmarks' bounding box, its side
+``FACE_MARGIN`` times the box's longer side, kept inside the photo. The layout is recognised by
+the presence of ``.jpg.cat`` files; otherwise every image is used whole.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from betavae.data.recipes.base import (
+    Item,
+    Listing,
+    Skip,
+    combine_fingerprints,
+    fingerprint_files,
+    relative_name,
+    require_folder,
+    scan_images,
+    select_items,
+)
+
+HELP = "cat faces: a flat folder, or the Cat Dataset (CAT_00…/ + .jpg.cat landmarks → face crops)"
+LANDMARK_SUFFIX = ".cat"
+LANDMARK_COUNT = 9
+FACE_MARGIN = 1.1
+NO_LANDMARKS = "no landmark file"
+BAD_LANDMARKS = "bad landmark file"
+
+DEFAULTS: dict = {}  # recipe options: none
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options beyond the common ones."""
+
+
+def list_items(source: Path, options: dict) -> Listing:
+    """Face crops when landmark files exist, whole images otherwise."""
+    require_folder(source, "a folder of cat faces, or the Cat Dataset (CAT_00…/ with .cat files)")
+    paths = scan_images(source)
+    landmark_files = sorted(source.rglob(f"*{LANDMARK_SUFFIX}"))
+    if not landmark_files:
+        items = [Item(name=relative_name(p, source), path=str(p)) for p in paths]
+        items, skipped = select_items(items, options)
+        fingerprint = fingerprint_files(source, paths)
+        return Listing(items, fingerprint, skipped, notes={"layout": "flat folder"})
+    items, skipped = [], []
+    for path in paths:
+        name = relative_name(path, source)
+        try:
+            square = face_square(read_landmarks(Path(f"{path}{LANDMARK_SUFFIX}")))
+        except FileNotFoundError:
+            skipped.append(Skip(name, NO_LANDMARKS))
+            continue
+        except ValueError as exc:
+            skipped.append(Skip(name, BAD_LANDMARKS, str(exc)))
+            continue
+        items.append(Item(name=name, path=str(path), square=square))
+    items, skipped = select_items(items, options, skipped)
+    fingerprint = combine_fingerprints(
+        fingerprint_files(source, paths), fingerprint_files(source, landmark_files)
+    )
+    notes = {"layout": "cat-dataset", "face_crop": f"square, {FACE_MARGIN} x the landmarks' extent"}
+    return Listing(items, fingerprint, skipped, notes=notes)
+
+
+def read_landmarks(path: Path) -> np.ndarray:
+    """The 9 (x, y) points of a ``.jpg.cat`` file; ``ValueError`` when it is not one."""
+    fields = path.read_text(encoding="utf-8", errors="replace").split()
+    try:
+        numbers = [float(f) for f in fields]
+    except ValueError:
+        raise ValueError("non-numeric content") from None
+    if not numbers or numbers[0] != LANDMARK_COUNT or len(numbers) < 1 + 2 * LANDMARK_COUNT:
+        raise ValueError(f"expected '{LANDMARK_COUNT}' then {LANDMARK_COUNT} x y pairs")
+    return np.array(numbers[1 : 1 + 2 * LANDMARK_COUNT]).reshape(LANDMARK_COUNT, 2)
+
+
+def face_square(points: np.ndarray) -> tuple[float, float, float]:
+    """(centre x, centre y, side) of the square face crop around the landmarks."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    center = (low + high) / 2
+    side = FACE_MARGIN * float((high - low).max())
+    if side <= 0:
+        raise ValueError("all landmarks at one point")
+    return float(center[0]), float(center[1]), side

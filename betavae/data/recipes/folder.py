@@ -1,0 +1,33 @@
+"""Any folder of images (recursive), optionally narrowed by an ``--include`` list."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from betavae.data.recipes.base import (
+    IMAGE_EXTENSIONS,
+    Item,
+    Listing,
+    fingerprint_files,
+    relative_name,
+    require_folder,
+    scan_images,
+    select_items,
+)
+
+HELP = "any folder of images (recursive: " + ", ".join(e[1:] for e in IMAGE_EXTENSIONS) + ")"
+
+DEFAULTS: dict = {}  # recipe options: none
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No options beyond the common ones."""
+
+
+def list_items(source: Path, options: dict) -> Listing:
+    """Every image file under ``source``, named by its relative path."""
+    require_folder(source, "a folder of images")
+    paths = scan_images(source)
+    items = [Item(name=relative_name(p, source), path=str(p)) for p in paths]
+    items, skipped = select_items(items, options)
+    return Listing(items=items, fingerprint=fingerprint_files(source, paths), skipped=skipped)

@@ -1,0 +1,139 @@
+"""Built-in ground-truth datasets rendered in code: ``dsprites`` (binary) and ``shapes-rgb`` (colour).
+
+``DSprites`` follows the dSprites factor grid exactly (shape 3 × scale 6 × orientation 40 ×
+posX 32 × posY 32, posY fastest) and draws without anti-aliasing: a pixel is on when its centre
+lies inside the shape. posX/posY step one pixel of the 64×64 canvas; other image sizes sample
+that canvas at their pixel centres (nearest neighbour). The outlines and the position/scale → pixel mapping are our own (the
+original's are unpublished), so the images are dSprites-like, not pixel-identical.
+"""
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+
+from betavae.data.groundtruth import GroundTruthData
+
+SHAPES = ("square", "ellipse", "heart")
+_CANVAS = 64  # sprites are drawn on a 64×64 canvas, then sampled to image_size
+_HALF_SIZE = 10.0  # half-width of the square at scale 1, in canvas pixels
+_FIRST_CENTRE = 16.5  # posX/posY = 0 puts the centre here; each of the 32 steps moves 1 pixel
+_TEMPLATE_CENTRE = _FIRST_CENTRE + 16  # templates are drawn here and shifted by whole pixels
+_CHUNK = 4096  # images assembled per vectorised step (bounds memory)
+
+
+def _inside_square(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.maximum(np.abs(u), np.abs(v)) <= 1.0
+
+
+def _inside_ellipse(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return (u / 1.4) ** 2 + (v / 0.7) ** 2 <= 1.0
+
+
+def _inside_heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    # (x² + y² − 1)³ − x²y³ ≤ 0, the classic heart curve, pointing down in image coordinates
+    x, y = u / 1.1, -v / 1.1 + 0.1
+    return (x * x + y * y - 1.0) ** 3 - x * x * y**3 <= 0.0
+
+
+_INSIDE = (_inside_square, _inside_ellipse, _inside_heart)
+
+
+class DSprites(GroundTruthData):
+    """dSprites-like binary sprites, 1 channel, values 0 or 255."""
+
+    factor_names = ("shape", "scale", "orientation", "posX", "posY")
+    channels = 1
+
+    def __init__(self, factor_values=None, image_size: int = 64):
+        if image_size < 16:
+            raise ValueError("image_size must be at least 16")
+        self.image_size = image_size
+        self._template_cache: np.ndarray | None = None
+        super().__init__(factor_values)
+
+    def _options(self) -> dict:
+        return {"image_size": self.image_size}
+
+    def full_factor_sizes(self) -> tuple[int, ...]:
+        return (3, 6, 40, 32, 32)
+
+    def factor_values(self, name: str) -> np.ndarray:
+        values = {
+            "shape": np.arange(3, dtype=float),
+            "scale": np.linspace(0.5, 1.0, 6),
+            "orientation": np.linspace(0.0, 2 * np.pi, 40),
+            "posX": np.linspace(0.0, 1.0, 32),
+            "posY": np.linspace(0.0, 1.0, 32),
+        }
+        return values[self.factor_names[self.factor_index(name)]]
+
+    def masks(self, factors: np.ndarray) -> np.ndarray:
+        """Boolean sprite masks ``(N, H, W)`` for factor value indices ``(N, 5)``."""
+        factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
+        templates = self._templates()
+        sample = ((np.arange(self.image_size) + 0.5) * _CANVAS / self.image_size).astype(np.int64)
+        out = np.empty((len(factors), self.image_size, self.image_size), dtype=bool)
+        for start in range(0, len(factors), _CHUNK):
+            f = factors[start : start + _CHUNK]
+            template = (f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]
+            # Whole-pixel shifts keep every pixel-centre test exact; sprites never reach the border.
+            rows = np.clip(sample[None, :] - (f[:, 4:5] - 16), 0, _CANVAS - 1)
+            cols = np.clip(sample[None, :] - (f[:, 3:4] - 16), 0, _CANVAS - 1)
+            out[start : start + _CHUNK] = templates[template[:, None, None], rows[:, :, None], cols[:, None, :]]
+        return out
+
+    def _templates(self) -> np.ndarray:
+        """Masks of every (shape, scale, orientation) centred on the canvas, ``(720, 64, 64)``."""
+        if self._template_cache is None:
+            shape, scale, angle = np.meshgrid(
+                np.arange(3), self.factor_values("scale"), self.factor_values("orientation"), indexing="ij"
+            )
+            shape, scale, angle = shape.ravel(), scale.ravel(), angle.ravel()
+            offsets = np.arange(_CANVAS, dtype=np.float64) + 0.5 - _TEMPLATE_CENTRE
+            dx, dy = offsets[None, None, :], offsets[None, :, None]
+            cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+            size = (_HALF_SIZE * scale)[:, None, None]
+            u, v = (cos * dx + sin * dy) / size, (-sin * dx + cos * dy) / size
+            masks = np.zeros(u.shape, dtype=bool)
+            for shape_id, inside in enumerate(_INSIDE):
+                rows = shape == shape_id
+                masks[rows] = inside(u[rows], v[rows])
+            self._template_cache = masks
+        return self._template_cache
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        return (self.masks(factors)[..., None] * np.uint8(255)).astype(np.uint8)
+
+
+def _hue_to_rgb(hues: np.ndarray, saturation: float, value: float) -> np.ndarray:
+    rgb = np.array([colorsys.hsv_to_rgb(h, saturation, value) for h in hues])
+    return (rgb * 255.0).round().astype(np.uint8)
+
+
+class ShapesRGB(DSprites):
+    """The dSprites grid in colour: a coloured sprite on a coloured background (3 channels)."""
+
+    factor_names = DSprites.factor_names + ("object_hue", "background_hue")
+    channels = 3
+    _OBJECT_HUES, _BACKGROUND_HUES = 8, 4
+
+    def full_factor_sizes(self) -> tuple[int, ...]:
+        return super().full_factor_sizes() + (self._OBJECT_HUES, self._BACKGROUND_HUES)
+
+    def factor_values(self, name: str) -> np.ndarray:
+        if name == "object_hue":
+            return np.linspace(0.0, 1.0, self._OBJECT_HUES, endpoint=False)
+        if name == "background_hue":
+            return np.linspace(0.0, 1.0, self._BACKGROUND_HUES, endpoint=False) + 0.125
+        return super().factor_values(name)
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
+        mask = self.masks(factors)[..., None]
+        objects = _hue_to_rgb(self.factor_values("object_hue"), 0.85, 1.0)[factors[:, 5]]
+        backgrounds = _hue_to_rgb(self.factor_values("background_hue"), 0.5, 0.3)[factors[:, 6]]
+        return np.where(mask, objects[:, None, None, :], backgrounds[:, None, None, :])
+
+
+GENERATORS: dict[str, type[DSprites]] = {"dsprites": DSprites, "shapes-rgb": ShapesRGB}
