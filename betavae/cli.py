@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a demo config value")
     p.add_argument("--overwrite", action="store_true", help="retrain even if OUT holds a finished demo")
     p.set_defaults(func=_demo)
+
+    from betavae.data.prepare import add_parser as add_prepare_parser
+
+    add_prepare_parser(commands)
     return parser
 
 
@@ -159,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"betavae {args.command}: training stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\nbetavae {args.command}: interrupted; continue with `betavae train --resume RUN`", file=sys.stderr)
+        hint = {"train": "; continue with `betavae train --resume RUN`", "demo": "; rerun it to continue"}
+        print(f"\nbetavae {args.command}: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
 
 
