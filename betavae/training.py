@@ -35,6 +35,15 @@ from betavae.objectives import Objective, ObjectiveResult, build_objective
 from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, update_info
 
 
+def tensorboard_writer(log_dir: Path):
+    """A TensorBoard ``SummaryWriter`` when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
@@ -126,6 +135,7 @@ class Trainer:
         self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
         self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
         self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
+        self.tensorboard = tensorboard_writer(paths.root / "tensorboard") if self.workers.is_main else None
 
     def _check_data(self) -> None:
         if self.data.image_size != self.config.data.image_size:
@@ -266,20 +276,22 @@ class Trainer:
                 pending.append(self._one_step(progress))
                 step = self.state.step
                 if writes and (step % self.val_every == 0 or step == self.total_steps):
-                    self.train_log.append(pending)
+                    self._log_train(pending)
                     pending = []
                     self._validate_and_keep_best()
                 if writes and (step % self.config.train.checkpoint_every == 0 or step == self.total_steps):
-                    self.train_log.append(pending)
+                    self._log_train(pending)
                     pending = []
                     self.save(self.paths.last)
         except KeyboardInterrupt:
             if writes:
-                self.train_log.append(pending)
+                self._log_train(pending)
                 self.save(self.paths.last)  # between steps: a consistent state to resume from
             raise
         finally:
             progress.close()
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         self.workers.barrier()
         return self.state
 
@@ -300,10 +312,23 @@ class Trainer:
         progress.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['images_per_s']:.0f}", refresh=False)
         return row
 
+    def _log_train(self, rows: list[dict]) -> None:
+        self.train_log.append(rows)
+        self._to_tensorboard("train", rows)
+
+    def _to_tensorboard(self, split: str, rows: list[dict]) -> None:
+        if self.tensorboard is None:
+            return
+        for row in rows:
+            for name, value in row.items():
+                if name not in ("step", "epoch"):
+                    self.tensorboard.add_scalar(f"{split}/{name}", value, int(row["step"]))
+
     def _validate_and_keep_best(self) -> None:
         values = self.validate()
         epoch = (self.state.step - 1) // self.steps_per_epoch
         self.val_log.append([{"step": self.state.step, "epoch": epoch, **values}])
+        self._to_tensorboard("val", [{"step": self.state.step, **values}])
         self.kl_log.append([{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(self.last_val_kl)}}])
         if values["loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.best_step = values["loss"], self.state.step
