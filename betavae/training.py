@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +94,6 @@ class TrainState:
     step: int = 0
     best_val_loss: float = math.inf
     best_step: int = -1
-    extra: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -140,8 +139,6 @@ class Trainer:
     def _check_data(self) -> None:
         if self.data.image_size != self.config.data.image_size:
             raise ValueError(f"data are {self.data.image_size} px but data.image_size is {self.config.data.image_size}")
-        if self.config.data.normalization == "imagenet" and self.data.channels not in (1, 3):
-            raise ValueError(f"imagenet normalisation needs 1 or 3 channels, the data have {self.data.channels}")
 
     def _probe_terms(self) -> list[str]:
         """Names of the objective's logged terms (one tiny forward pass, no state change)."""
