@@ -62,6 +62,11 @@ class TrainedModel:
         """Reconstruction from the posterior mean μ."""
         return self.decode(self.encode(x01).mean)
 
+    def represent(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images ``(N, H, W, C)`` → posterior means and log-variances as arrays (for metrics)."""
+        posterior = self.encode(uint8_to_unit(images_uint8))
+        return posterior.mean.numpy(), posterior.logvar.numpy()
+
     def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` codes from N(0, I) and their images."""
         z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))

@@ -143,6 +143,8 @@ def test_load_gives_a_model_that_encodes_and_decodes_unit_images(tiny_run):
     recon = model.decode(posterior.mean)
     assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
     assert torch.equal(model.reconstruct(x), recon)
+    means, logvars = model.represent(model.data().images[model.data().val_indices[:5]])
+    assert isinstance(means, np.ndarray) and np.allclose(means, posterior.mean.numpy()) and logvars.shape == (5, 4)
 
 
 def test_train_log_has_a_row_per_step_with_throughput(tiny_run):
