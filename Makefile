@@ -28,7 +28,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/betavae demo --out runs/demo
 
-test: $(VENV)/.installed-dev
+# The explorer's browser tests drive Debian's chromium (playwright's own download is not used).
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium >/dev/null || \
+	  { echo "make test needs Debian's chromium at $(CHROMIUM): apt-get install -y chromium"; exit 1; }
+
+test: $(VENV)/.installed-dev | $(CHROMIUM)
 	$(BIN)/python -m pytest -n 2 --durations=15
 
 bench: $(VENV)/.installed-dev

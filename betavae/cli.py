@@ -138,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     from betavae.data.prepare import add_parser as add_prepare_parser
+    from betavae.explorer.cli import add_parser as add_explore_parser
 
     add_prepare_parser(commands)
+    add_explore_parser(commands)
     return parser
 
 

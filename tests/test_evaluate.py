@@ -76,7 +76,8 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     extractor = FeatureExtractor(network, "stand-in:1", batch_size=32, progress=False, record={"network": "stand-in"})
     options = EvalOptions(images=outside_folder, fid_samples=40, kid=True, cache_dir=tmp_path / "fidcache",
                           top_k=3, progress=False)
-    metrics = evaluate_run(run_copy, options, extractor=extractor)
+    with pytest.warns(UserWarning, match="below 2048"):
+        metrics = evaluate_run(run_copy, options, extractor=extractor)
 
     for name in EVAL_FILES:
         assert (run_copy / "eval" / name).is_file(), name
@@ -113,8 +114,9 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     assert "psnr_val" in page and "fid" in page
 
     # A second evaluation on the same data only computes its own samples.
-    again = evaluate_run(run_copy, EvalOptions(fid_samples=40, cache_dir=tmp_path / "fidcache", max_images=10,
-                                               progress=False), extractor=extractor)
+    with pytest.warns(UserWarning, match="below 2048"):
+        again = evaluate_run(run_copy, EvalOptions(fid_samples=40, cache_dir=tmp_path / "fidcache", max_images=10,
+                                                   progress=False), extractor=extractor)
     assert network.images_seen == n_train + 40 + 40
     assert again["sample_quality"]["reference"]["from_cache"] is True
     assert again["fid"] == pytest.approx(metrics["fid"], rel=1e-9)
@@ -130,9 +132,10 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(run_eval, "inception_extractor", fake_inception)
     weights = tmp_path / "w.pt"
-    code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "7", "--kid", "--max-images", "8",
-                 "--fid-weights", str(weights), "--fid-batch-size", "4", "--top-k", "2", "--quiet",
-                 "--cache-dir", str(tmp_path / "fidcache")])
+    with pytest.warns(UserWarning, match="below 2048"):
+        code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "7", "--kid", "--max-images", "8",
+                     "--fid-weights", str(weights), "--fid-batch-size", "4", "--top-k", "2", "--quiet",
+                     "--cache-dir", str(tmp_path / "fidcache")])
     assert code == 0 and '"fid"' in capsys.readouterr().out
     assert requested == {"weights": weights, "batch_size": 4, "device": "cpu", "progress": False}
     metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
@@ -141,6 +144,13 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
     assert "seeded random subset" in quality["reference"]["set"] and list((tmp_path / "fidcache").glob("*.npz"))
     assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"]) and metrics["n_val"] == 8
     assert metrics["latents"]["traversal"]["top_k"] == 2
+
+
+def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
+    monkeypatch.setenv("BETAVAE_FID_WEIGHTS", str(run_copy / "missing.pt"))
+    with pytest.raises(FileNotFoundError, match="--no-fid"):
+        _cli(["evaluate", str(run_copy), "--quiet"])
+    assert not (run_copy / "eval").exists()
 
 
 def test_evaluate_without_fid(run_copy):
@@ -187,7 +197,8 @@ def test_reference_choice():
     assert np.array_equal(rows, train) and "all 100" in described
     rows, described = reference_indices(train, 30)
     assert len(rows) == 30 and set(rows) <= set(train) and "seed 0" in described
-    assert np.array_equal(rows, reference_indices(train[::-1], 30)[0][np.argsort(rows)]) or len(set(rows)) == 30
+    assert np.array_equal(rows, reference_indices(train, 30)[0]) and len(set(rows)) == 30  # the same subset each time
+    assert reference_indices(train, 500)[1] == reference_indices(train, "all")[1]  # more than there are: all
     assert parse_reference("all") == "all" and parse_reference("2400") == 2400
     with pytest.raises(ValueError, match="all"):
         parse_reference("-5")

@@ -177,6 +177,16 @@ def test_feature_pipeline_end_to_end(tmp_path):
     assert different > 5 * same  # samples from the dark set are nearer the dark reference
 
 
+def test_unreadable_cache_file_is_recomputed(tmp_path):
+    key = reference_key("fp", np.arange(5), "net")
+    features = np.random.default_rng(8).normal(size=(5, 3)).astype(np.float32).astype(np.float64)
+    first = cached_reference(key, lambda: features, tmp_path)
+    first.cache_file.write_bytes(b"garbage")
+    again = cached_reference(key, lambda: features + 1, tmp_path)
+    assert not again.from_cache and np.allclose(again.stats.mean, features.mean(0) + 1)
+    assert cached_reference(key, lambda: None, tmp_path).from_cache
+
+
 def test_reference_key_changes_with_every_ingredient():
     base = reference_key("fp", np.arange(10), "net:a")
     assert reference_key("fp", np.arange(10)[::-1], "net:a") == base  # order does not matter

@@ -164,7 +164,8 @@ def fid_from_stats(a: FeatureStats, b: FeatureStats) -> float:
     return frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
-def kid(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kid(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with kernel (xᵀy/d + 1)³.
 
     Averaged over ``subsets`` random subsets of ``min(subset_size, len(f1), len(f2))`` rows drawn
@@ -234,7 +235,8 @@ def reference_key(fingerprint: str, indices: np.ndarray, extractor_identity: str
     }
 
 
-def cached_reference(key: dict, compute: Callable[[], np.ndarray], cache_dir: str | Path | None = None) -> ReferenceFeatures:
+def cached_reference(key: dict, compute: Callable[[], np.ndarray],
+                     cache_dir: str | Path | None = None) -> ReferenceFeatures:
     """Loads the reference features named by ``key`` from the cache, or computes and stores them atomically."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     path = fid_cache_dir(cache_dir) / f"{name}.npz"

@@ -1,0 +1,187 @@
+"""What the explorer serves: the loaded runs, and the checks and conversions behind its API.
+
+Nothing here takes a path from a request: models are addressed by their position on the command
+line, validation images by their position in the run's validation split.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from betavae.data.transforms import uint8_to_unit, unit_to_uint8
+from betavae.figures import image_grid, traversal_images
+from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
+from betavae.sampling import prior_codes, write_samples
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 4096 * 4096
+LATENT_BOUND = 10.0
+MAX_EXPORT = 1000
+MAX_TRAVERSAL_STEPS = 15
+KL_IMAGES = 1000
+LABEL_FILES = ("eval/dimension_labels.json", "eval/disentanglement.json", "disentanglement.json")
+
+
+class RequestError(ValueError):
+    """A request the explorer refuses; ``status`` is the HTTP code to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class ExplorerModel:
+    """One served run: the model, its dimensions ranked by validation KL, and optional labels."""
+
+    id: int
+    name: str
+    trained: TrainedModel
+    kl: np.ndarray
+    order: np.ndarray
+    labels: dict[int, str]
+
+    def summary(self, top_k: int) -> dict:
+        """The JSON description the page builds its controls from."""
+        objective = self.trained.config.objective
+        return {
+            "id": self.id, "name": self.name, "latent_dim": self.trained.latent_dim,
+            "image_size": self.trained.image_size, "channels": self.trained.channels,
+            "beta": getattr(objective, "beta", None), "top_k": min(top_k, self.trained.latent_dim),
+            "num_val": len(self.trained.data().val_indices),
+            "dims": [{"dim": int(d), "kl": round(float(self.kl[d]), 4), "label": self.labels.get(int(d), "")}
+                     for d in self.order],
+        }
+
+
+def load_models(run_dirs: list[Path], checkpoint: str = "best", kl_images: int = KL_IMAGES) -> list[ExplorerModel]:
+    """Loads each run and ranks its dimensions by mean KL over (up to ``kl_images``) validation images."""
+    models = []
+    for index, run_dir in enumerate(run_dirs):
+        trained = load(run_dir, checkpoint)
+        val = trained.data().val_indices[:kl_images]
+        kl = kl_per_dim(trained, trained.images(val))
+        models.append(ExplorerModel(index, Path(run_dir).resolve().name, trained, kl, rank_dimensions(kl),
+                                    read_labels(Path(run_dir))))
+    return models
+
+
+def read_labels(run_dir: Path) -> dict[int, str]:
+    """Dimension labels from the first of :data:`LABEL_FILES` that has a ``dimensions`` list; {} if none."""
+    for name in LABEL_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8")).get("dimensions", [])
+            return {int(e["dim"]): str(e["label"]) for e in entries if "dim" in e and "label" in e}
+        except (ValueError, AttributeError, TypeError):
+            continue
+    return {}
+
+
+def check_latent(values: list[float], latent_dim: int) -> torch.Tensor:
+    """A latent vector as a ``(1, latent_dim)`` tensor, after checking its length and values."""
+    if len(values) != latent_dim:
+        raise RequestError(f"z has {len(values)} values; this model needs {latent_dim}")
+    if not all(math.isfinite(v) and abs(v) <= LATENT_BOUND for v in values):
+        raise RequestError(f"every value of z must be a finite number in [-{LATENT_BOUND:g}, {LATENT_BOUND:g}]")
+    return torch.tensor(values, dtype=torch.float32).reshape(1, -1)
+
+
+def check_dim(dim: int, latent_dim: int) -> int:
+    """``dim`` if this model has it."""
+    if not 0 <= dim < latent_dim:
+        raise RequestError(f"latent dimension {dim} does not exist (this model has 0..{latent_dim - 1})")
+    return dim
+
+
+def png_bytes(images01: torch.Tensor, nrow: int = 8) -> bytes:
+    """Float ``(N, C, H, W)`` images in [0, 1] as one PNG: the image itself when N = 1, else a grid."""
+    if len(images01) == 1:
+        tile = unit_to_uint8(images01)[0]
+        image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
+    else:
+        image = image_grid(images01, nrow=nrow)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_upload(data: bytes, channels: int, size: int) -> torch.Tensor:
+    """An uploaded image file → ``(1, C, size, size)`` in [0, 1]: checked, centre-cropped, resized."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise RequestError(f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
+    image = _open_image(data)
+    image = _square(image.convert("L" if channels == 1 else "RGB")).resize((size, size), Image.BILINEAR)
+    array = np.array(image, dtype=np.uint8).reshape(size, size, channels)
+    return uint8_to_unit(array[None])
+
+
+def _open_image(data: bytes) -> Image.Image:
+    """Pillow's ``verify`` on the bytes, a size check from the header, then the full decode."""
+    unreadable = "the upload is not an image Pillow can read (PNG, JPEG, ...)"
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise RequestError(unreadable) from None
+    if image.width * image.height > MAX_UPLOAD_PIXELS:
+        raise RequestError(f"the image has more than {MAX_UPLOAD_PIXELS} pixels")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError):
+        raise RequestError(unreadable) from None
+    return image
+
+
+def _square(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def traversal_strip(model: ExplorerModel, z: torch.Tensor, dim: int, steps: int, low: float, high: float) -> bytes:
+    """One row of ``steps`` images with ``dim`` of ``z`` running from ``low`` to ``high``, as a PNG."""
+    check_dim(dim, model.trained.latent_dim)
+    if not 2 <= steps <= MAX_TRAVERSAL_STEPS:
+        raise RequestError(f"steps must be between 2 and {MAX_TRAVERSAL_STEPS}")
+    check_latent([low, high], 2)
+    values = torch.linspace(low, high, steps).tolist()
+    return png_bytes(traversal_images(model.trained, z[0], [dim], values), nrow=steps)
+
+
+def export_zip(model: ExplorerModel, n: int, seed: int, fixed: dict[int, float],
+               sweeps: dict[int, tuple[float, float]]) -> bytes:
+    """``n`` prior samples with ``fixed``/``sweeps`` dims, as a zip of PNGs and ``manifest.json``."""
+    if not 1 <= n <= MAX_EXPORT:
+        raise RequestError(f"n must be between 1 and {MAX_EXPORT}")
+    latent_dim = model.trained.latent_dim
+    for dim, value in [*fixed.items(), *((d, v) for d, pair in sweeps.items() for v in pair)]:
+        check_dim(dim, latent_dim)
+        check_latent([value], 1)
+    if set(fixed) & set(sweeps):
+        raise RequestError("a dimension cannot be both fixed and swept")
+    z = prior_codes(n, latent_dim, seed, fixed, sweeps)
+    with tempfile.TemporaryDirectory(prefix="betavae-export-") as tmp:
+        folder = write_samples(model.trained, z, Path(tmp) / "samples")
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest.update(run=model.name, model_id=model.id, seed=seed, n=n,
+                        fixed={str(d): v for d, v in fixed.items()},
+                        sweeps={str(d): list(pair) for d, pair in sweeps.items()})
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for entry in manifest["samples"]:
+                archive.write(folder / entry["file"], entry["file"])
+            archive.writestr("manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return buffer.getvalue()
