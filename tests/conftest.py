@@ -1,9 +1,17 @@
 """Shared fixtures: tiny configs and a tiny trained run (built once per test session)."""
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from betavae.config import validate_config
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: two torch threads per worker would oversubscribe the
+    # cores, which was measured here to slow training steps several-fold.
+    torch.set_num_threads(1)
 
 
 def tiny_config(**sections) -> "RunConfig":  # noqa: F821
