@@ -140,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     from betavae.data.prepare import add_parser as add_prepare_parser
     from betavae.explorer.cli import add_parser as add_explore_parser
 
+    from betavae.evaluation.cli import add_parsers as add_evaluation_parsers
+
     add_prepare_parser(commands)
+    add_evaluation_parsers(commands)
     add_explore_parser(commands)
     return parser
 

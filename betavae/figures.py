@@ -17,7 +17,7 @@ from betavae.fileio import atomic_path  # noqa: E402
 from betavae.runs import RunPaths, read_csv  # noqa: E402
 
 _PAD = 2
-_LABEL_WIDTH = 44
+_MIN_LABEL_WIDTH = 44
 
 
 def image_grid(images01: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 1) -> Image.Image:
@@ -38,12 +38,15 @@ def image_grid(images01: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 
 
 
 def with_row_labels(grid: Image.Image, labels: Sequence[str], row_height: int) -> Image.Image:
-    """Adds a white column on the left with one text label per grid row."""
-    labelled = Image.new("RGB", (grid.width + _LABEL_WIDTH, grid.height), "white")
-    labelled.paste(grid.convert("RGB"), (_LABEL_WIDTH, 0))
-    draw, font = ImageDraw.Draw(labelled), ImageFont.load_default()
+    """Adds a white column on the left with one text label (lines split at ``\\n``) per grid row."""
+    font = ImageFont.load_default()
+    width = max([_MIN_LABEL_WIDTH] + [int(font.getlength(line)) + 8 for label in labels for line in label.split("\n")])
+    labelled = Image.new("RGB", (grid.width + width, grid.height), "white")
+    labelled.paste(grid.convert("RGB"), (width, 0))
+    draw = ImageDraw.Draw(labelled)
     for r, label in enumerate(labels):
-        draw.text((3, _PAD + r * row_height + row_height // 2 - 6), label, fill="black", font=font)
+        top = _PAD + r * row_height + row_height // 2 - 6 * (label.count("\n") + 1)
+        draw.multiline_text((3, top), label, fill="black", font=font)
     return labelled
 
 

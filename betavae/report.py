@@ -15,6 +15,15 @@ CAPTIONS = {
     "samples.png": "Random samples decoded from z ~ N(0, I)",
     "traversals.png": "Latent traversals of one encoded image, dimensions ranked by mean KL",
     "kl_per_dim.png": "Mean KL per latent dimension on validation data",
+    "random_samples.png": "Evaluation: random samples from z ~ N(0, I)",
+    "reconstructions_validation.png": "Evaluation: validation images (odd rows) and reconstructions from μ",
+    "reconstructions_outside_images.png": "Evaluation: outside images (odd rows) and reconstructions",
+    "kl_per_dimension.png": "Evaluation: mean KL per dimension (active dimensions highlighted)",
+    "traversals_top_dims_from_image.png": "Evaluation: top dimensions by KL traversed from an encoded image",
+    "traversals_top_dims_from_prior.png": "Evaluation: top dimensions traversed from a prior sample",
+    "traversals_all_dims.png": "Evaluation: every dimension traversed from an encoded image",
+    "traversals_top_dims.gif": "Evaluation: animated traversals of the top dimensions",
+    "mi_heatmap.png": "Evaluation: normalised mutual information between factors and latent dimensions",
 }
 
 

@@ -12,9 +12,9 @@ from betavae.figures import (
     plot_training_curves,
     reconstruction_pairs,
     save_png,
-    traversal_grid,
 )
-from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
+from betavae.evaluation.figures import traversal_sheet
+from betavae.inference import kl_per_dim, load, rank_dimensions
 from betavae.report import write_run_index
 from betavae.runs import RunPaths
 
@@ -34,7 +34,8 @@ def write_run_figures(run_dir: str | Path, top_k: int = 8, seed: int = 0) -> lis
         plot_training_curves(paths.root, paths.figures / "curves.png"),
         save_png(image_grid(trained.sample(64, seed)[1], nrow=8, scale=2), paths.figures / "samples.png"),
         save_png(reconstruction_pairs(originals, trained.reconstruct(originals)).resize(_double(originals)), paths.figures / "reconstructions.png"),
-        save_png(_traversals(trained, originals[:1], dims, kl), paths.figures / "traversals.png"),
+        save_png(traversal_sheet(trained, trained.encode(originals[:1]).mean[0], dims, TRAVERSAL_VALUES, kl),
+                 paths.figures / "traversals.png"),
         plot_kl_per_dim(kl, paths.figures / "kl_per_dim.png"),
     ]
     write_run_index(paths.root)
@@ -45,10 +46,3 @@ def _double(originals: torch.Tensor) -> tuple[int, int]:
     per_row, rows = min(8, len(originals)), -(-len(originals) // 8) * 2
     size = originals.shape[-1]
     return (2 * (per_row * (size + 2) + 2), 2 * (rows * (size + 2) + 2))
-
-
-def _traversals(trained: TrainedModel, image: torch.Tensor, dims: np.ndarray, kl: np.ndarray):
-    z = trained.encode(image).mean[0]
-    labels = [f"z{d} {kl[d]:.2f}" for d in dims]
-    grid = traversal_grid(trained, z, list(dims), TRAVERSAL_VALUES, labels=labels)
-    return grid.resize((grid.width * 2, grid.height * 2))

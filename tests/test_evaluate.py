@@ -75,7 +75,7 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     network = StandIn()
     extractor = FeatureExtractor(network, "stand-in:1", batch_size=32, progress=False, record={"network": "stand-in"})
     options = EvalOptions(images=outside_folder, fid_samples=40, kid=True, cache_dir=tmp_path / "fidcache",
-                          top_k=3, progress=False)
+                          top_k=3, progress=False, disentanglement_points=300, dci_points=100)
     with pytest.warns(UserWarning, match="below 2048"):
         metrics = evaluate_run(run_copy, options, extractor=extractor)
 
@@ -107,6 +107,13 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     assert float(rows[0]["ssim"]) == pytest.approx(ssim(first, trained.reconstruct(first)).item(), abs=1e-5)
     assert metrics["psnr_val"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[:n_val]]), abs=1e-5)
 
+    # The tiny run is on dSprites-like data: its factors give disentanglement metrics and dim names.
+    assert (run_copy / "eval" / "disentanglement.json").is_file() and (run_copy / "eval" / "mi_heatmap.png").is_file()
+    for key in ("mig", "sap", "dci_disentanglement", "beta_vae", "factor_vae"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert len(metrics["disentanglement"]["labels"]) == 4  # one factor name (or "—") per latent dimension
+    assert metrics["attributes"] == {"skipped": "the data have no per-image attributes"}
+
     gif = Image.open(run_copy / "eval" / "traversals_top_dims.gif")
     assert gif.n_frames == 30
     page = (run_copy / "index.html").read_text()
@@ -116,11 +123,12 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     # A second evaluation on the same data only computes its own samples.
     with pytest.warns(UserWarning, match="below 2048"):
         again = evaluate_run(run_copy, EvalOptions(fid_samples=40, cache_dir=tmp_path / "fidcache", max_images=10,
-                                                   progress=False), extractor=extractor)
+                                                   progress=False, disentanglement=False), extractor=extractor)
     assert network.images_seen == n_train + 40 + 40
     assert again["sample_quality"]["reference"]["from_cache"] is True
     assert again["fid"] == pytest.approx(metrics["fid"], rel=1e-9)
     assert again["n_val"] == 10 and "seeded random subset" in again["reconstruction"]["validation"]["images"]
+    assert again["disentanglement"] == {"skipped": "--no-disentanglement"}
 
 
 def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys):

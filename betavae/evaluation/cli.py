@@ -30,7 +30,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         fid=not args.no_fid, fid_samples=args.fid_samples, fid_reference=args.fid_reference, kid=args.kid,
         fid_weights=args.fid_weights, fid_batch_size=args.fid_batch_size, cache_dir=args.cache_dir,
         top_k=args.top_k, traversal_range=tuple(args.range), traversal_steps=args.steps, index=args.index,
-        seed=args.seed, progress=not args.quiet,
+        seed=args.seed, progress=not args.quiet, disentanglement=not args.no_disentanglement,
+        disentanglement_points=args.disentanglement_points, dci_points=args.dci_points,
     )
     metrics = evaluate_run(args.run, options)
     headline = {k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}
@@ -87,6 +88,13 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    help="validation image (position in the validation split) encoded for the traversals (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples and image subsets (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-disentanglement", action="store_true",
+                   help="skip the disentanglement metrics (computed when the data have ground-truth factors)")
+    p.add_argument("--disentanglement-points", type=_positive_int, default=5000, metavar="N",
+                   help="points of MIG/SAP/DCI/BetaVAE/FactorVAE (eval: N/2; default 5000; "
+                        "disentanglement_lib used 10000)")
+    p.add_argument("--dci-points", type=_positive_int, default=2000, metavar="N",
+                   help="DCI training points (gradient boosting: ~2 min at 2000 on 2 cores; default 2000)")
     p.set_defaults(func=_evaluate)
 
     p = subparsers.add_parser(

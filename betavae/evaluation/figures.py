@@ -18,9 +18,11 @@ _PAD = 2  # the gap image_grid leaves between tiles
 
 
 def traversal_sheet(trained, z_base: torch.Tensor, dims: Sequence[int], values: Sequence[float],
-                    kl: np.ndarray, scale: int = 2) -> Image.Image:
-    """One row per dimension (labelled with its mean KL), one column per value, enlarged ``scale``×."""
-    labels = [f"z{d} {kl[d]:.2f}" for d in dims]
+                    kl: np.ndarray, factor_labels: dict[int, str] | None = None, scale: int = 2) -> Image.Image:
+    """One row per dimension, labelled with its mean KL (and the factor it captures, when known),
+    one column per value, enlarged ``scale``×."""
+    factor_labels = factor_labels or {}
+    labels = [f"z{d} {kl[d]:.2f}" + (f"\n{factor_labels[d]}" if d in factor_labels else "") for d in dims]
     grid = traversal_grid(trained, z_base, list(dims), list(values), labels=labels)
     return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
 

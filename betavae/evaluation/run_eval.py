@@ -19,6 +19,7 @@ from PIL import Image
 from betavae import __version__
 from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.figures import traversal_gif, traversal_sheet
+from betavae.evaluation.latent_meaning import attribute_analysis, factor_analysis
 from betavae.evaluation.reconstruction import (
     CONVENTION,
     load_folder,
@@ -58,6 +59,9 @@ class EvalOptions:
     index: int = 0
     seed: int = 0
     progress: bool = True
+    disentanglement: bool = True
+    disentanglement_points: int = 5000
+    dci_points: int = 2000
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
@@ -83,7 +87,15 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     seconds["reconstruction"] = round(time.perf_counter() - tick, 2)
 
     tick = time.perf_counter()
-    figures = _figures(trained, out, val_rows, outside, kl, options)
+    factors = None
+    if options.disentanglement:
+        factors = factor_analysis(trained, out, options.disentanglement_points, options.dci_points, options.seed)
+    attributes = attribute_analysis(trained, out, val_rows)
+    seconds["latent_meaning"] = round(time.perf_counter() - tick, 2)
+
+    tick = time.perf_counter()
+    labels = {d: label for d, label in enumerate(factors["labels"]) if label != "—"} if factors else {}
+    figures = _figures(trained, out, val_rows, outside, kl, options, labels)
     seconds["figures"] = round(time.perf_counter() - tick, 2)
 
     quality = {"skipped": "--no-fid"}
@@ -96,8 +108,12 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
 
     metrics = {
         **_headline(reconstruction, quality, kl),
+        **(factors["summary"] if factors else {}),
         "reconstruction": reconstruction,
         "sample_quality": quality,
+        "disentanglement": factors or {"skipped": "the data have no ground-truth factors" if options.disentanglement
+                                       else "--no-disentanglement"},
+        "attributes": attributes or {"skipped": "the data have no per-image attributes"},
         "latents": _latents(kl, options),
         "files": {"figures": [str(path.relative_to(run_dir)) for path in figures],
                   "per_image": "eval/reconstruction_per_image.csv"},
@@ -185,8 +201,9 @@ def _mean_kl(trained: TrainedModel, rows: np.ndarray) -> np.ndarray:
 
 
 def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np.ndarray | None, kl: np.ndarray,
-             options: EvalOptions) -> list[Path]:
-    """Samples, reconstructions, KL bars, traversals (image, prior, all dims) and the traversal GIF."""
+             options: EvalOptions, labels: dict[int, str]) -> list[Path]:
+    """Samples, reconstructions, KL bars, traversals (image, prior, all dims) and the traversal GIF;
+    traversal rows carry the factor a dimension captures when ``labels`` has it."""
     low, high = options.traversal_range
     values = np.linspace(low, high, options.traversal_steps)
     top = [int(d) for d in rank_dimensions(kl)[: options.top_k]]
@@ -198,9 +215,9 @@ def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np
         save_png(_enlarge(image_grid(trained.sample(64, options.seed)[1], nrow=8)), out / "random_samples.png"),
         save_png(_enlarge(reconstruction_pairs(shown, trained.reconstruct(shown))), out / "reconstructions_validation.png"),
         plot_kl_per_dim(kl, out / "kl_per_dimension.png", threshold=ACTIVE_KL),
-        save_png(traversal_sheet(trained, z_image, top, values, kl), out / "traversals_top_dims_from_image.png"),
-        save_png(traversal_sheet(trained, z_prior, top, values, kl), out / "traversals_top_dims_from_prior.png"),
-        save_png(traversal_sheet(trained, z_image, range(trained.latent_dim), values, kl, scale=1),
+        save_png(traversal_sheet(trained, z_image, top, values, kl, labels), out / "traversals_top_dims_from_image.png"),
+        save_png(traversal_sheet(trained, z_prior, top, values, kl, labels), out / "traversals_top_dims_from_prior.png"),
+        save_png(traversal_sheet(trained, z_image, range(trained.latent_dim), values, kl, labels, scale=1),
                  out / "traversals_all_dims.png"),
         traversal_gif(trained, z_image, top, low, high, out / "traversals_top_dims.gif"),
     ]
