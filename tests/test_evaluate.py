@@ -143,7 +143,7 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
     with pytest.warns(UserWarning, match="below 2048"):
         code = _cli(["evaluate", str(run_copy), "--fid-samples", "5", "--fid-reference", "7", "--kid", "--max-images", "8",
                      "--fid-weights", str(weights), "--fid-batch-size", "4", "--top-k", "2", "--quiet",
-                     "--cache-dir", str(tmp_path / "fidcache")])
+                     "--cache-dir", str(tmp_path / "fidcache"), "--no-disentanglement"])
     assert code == 0 and '"fid"' in capsys.readouterr().out
     assert requested == {"weights": weights, "batch_size": 4, "device": "cpu", "progress": False}
     metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
@@ -152,6 +152,7 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
     assert "seeded random subset" in quality["reference"]["set"] and list((tmp_path / "fidcache").glob("*.npz"))
     assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"]) and metrics["n_val"] == 8
     assert metrics["latents"]["traversal"]["top_k"] == 2
+    assert metrics["disentanglement"] == {"skipped": "--no-disentanglement"}
 
 
 def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
@@ -162,9 +163,12 @@ def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
 
 
 def test_evaluate_without_fid(run_copy):
-    assert _cli(["evaluate", str(run_copy), "--no-fid", "--quiet"]) == 0
+    assert _cli(["evaluate", str(run_copy), "--no-fid", "--quiet", "--disentanglement-points", "200",
+                 "--dci-points", "50"]) == 0
     metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
     assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics
+    report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
+    assert report["points"]["num_train"] == 200 and report["dci"]["num_train"] == 50
     assert not (run_copy / "eval" / "reconstructions_outside_images.png").exists()
 
 
