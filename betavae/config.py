@@ -122,7 +122,7 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA and bf16-capable CPUs, else fp32; fp16 (CUDA) uses a GradScaler"
     )
-    channels_last: bool = False
+    channels_last: bool = Field(True, description="NHWC memory layout: same results, 1.2–1.35× faster on CPU")
     compile: bool = False
     val_every: int | None = Field(None, gt=0, description="steps between validations (default: each epoch)")
     val_max_images: int | None = Field(2048, gt=0, description="cap on validation images per evaluation")

@@ -1,0 +1,96 @@
+"""Shared helpers for the benchmarks: timing loops, interleaved repeats, stats, tables and JSON output.
+
+Every bench measures several variants of one job, interleaved repeat by repeat (the machine is
+noisy), and reports min/median/max throughput plus the ratio of medians against a baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the common ``--quick`` option, described by the module docstring."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and steps (a smoke run)")
+    return parser
+
+
+def throughput(step: Callable[[], None], items_per_step: int, steps: int, warmup: int = 0) -> float:
+    """Items per second over ``steps`` calls of ``step`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return items_per_step * steps / (time.perf_counter() - started)
+
+
+def seconds(job: Callable[[], object]) -> tuple[float, object]:
+    """Wall-clock seconds of one call of ``job`` and its result."""
+    started = time.perf_counter()
+    result = job()
+    return time.perf_counter() - started, result
+
+
+def interleaved(variants: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Runs each variant's measurement once per repeat, variants interleaved; the values per variant."""
+    values: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, measure in variants.items():
+            values[name].append(measure())
+    return values
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """min / median / max of repeated measurements."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "values": values}
+
+
+def table(title: str, values: dict[str, list[float]], baseline: str, unit: str = "images/s",
+          higher_is_better: bool = True) -> str:
+    """A Markdown table: variant | unit min/median/max | ratio of medians vs ``baseline`` (>1 = faster)."""
+    base = statistics.median(values[baseline])
+    lines = [f"### {title}", "", f"| variant | {unit} min / median / max | ratio vs baseline |", "|---|---|---|"]
+    for name, vals in values.items():
+        s = summary(vals)
+        median = s["median"]
+        ratio = median / base if higher_is_better else base / median
+        lines.append(f"| {name} | {_fmt(s['min'])} / {_fmt(median)} / {_fmt(s['max'])} | {ratio:.2f}× |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version()}
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Writes ``payload`` (plus the machine description) to ``bench/results/<name>.json``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, default=float))
+    return path
+
+
+def report(name: str, tables: list[str], payload: dict) -> None:
+    """Prints the tables and writes the JSON results."""
+    print("\n\n".join(tables))
+    print(f"\n(results: {write_results(name, payload)})")

@@ -1,0 +1,30 @@
+"""Runs every benchmark in turn (``make bench``) and prints each one's tables.
+
+Each bench runs in its own process (a clean torch state and memory); arguments given here
+(e.g. ``--quick``) are passed on to every bench. ``train_step`` also prints its profiler table.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = [("train_step.py", ["--profile"]), ("epoch_from_jpegs.py", []), ("fid_features.py", []),
+           ("decode_latency.py", [])]
+
+
+def main() -> int:
+    """Runs each bench; returns non-zero if any failed."""
+    failed = []
+    for script, extra in BENCHES:
+        print(f"\n## {script}\n", flush=True)
+        if subprocess.run([sys.executable, str(HERE / script), *extra, *sys.argv[1:]], cwd=HERE).returncode:
+            failed.append(script)
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
