@@ -44,15 +44,11 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from betavae.figures import reconstruction_pairs, save_png
     from betavae.inference import load
 
     trained = load(args.run, args.checkpoint)
-    val = trained.data().val_indices
-    chosen = np.sort(np.random.default_rng(args.seed).choice(val, size=min(args.n, len(val)), replace=False))
-    originals = trained.images(chosen)
+    originals = trained.images(trained.validation_sample(args.n, args.seed))
     print(f"wrote {save_png(reconstruction_pairs(originals, trained.reconstruct(originals)), args.out)}")
     return 0
 

@@ -78,6 +78,13 @@ class TrainedModel:
             self._data = build_data(self.config.data)
         return self._data
 
+    def validation_sample(self, n: int | None, seed: int = 0) -> np.ndarray:
+        """Sorted validation indices: all of them, or a seeded random ``n`` of them."""
+        val = self.data().val_indices
+        if n is None or n >= len(val):
+            return np.sort(val)
+        return np.sort(np.random.default_rng(seed).choice(val, size=n, replace=False))
+
     def images(self, indices: np.ndarray) -> torch.Tensor:
         """Dataset images at ``indices`` as float [0, 1] tensors."""
         return uint8_to_unit(self.data().images[np.asarray(indices)])

@@ -16,7 +16,8 @@ from betavae.model import Posterior, VAEOutput
 
 @dataclass
 class ObjectiveResult:
-    """The loss to minimise, its terms (scalars) and the batch-mean KL of each latent dimension."""
+    """The loss to minimise, its terms (scalars, named as the objective's ``TERMS``) and the
+    batch-mean KL of each latent dimension."""
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor]
@@ -48,6 +49,7 @@ class BetaVAE:
     beta: float
     kld_weight: float = 1.0
     reconstruction: str = "bernoulli"
+    TERMS = ("recon", "kl")
 
     def __call__(self, x: torch.Tensor, output: VAEOutput, training: bool = True) -> ObjectiveResult:
         recon = reconstruction_loss(self.reconstruction, x, output)
@@ -75,6 +77,7 @@ class CapacityVAE:
     capacity_steps: int
     reconstruction: str = "bernoulli"
     step: int = 0
+    TERMS = ("recon", "kl", "capacity")
 
     def capacity(self) -> float:
         return min(self.capacity_max, self.capacity_max * self.step / self.capacity_steps)
@@ -104,7 +107,8 @@ def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tens
 
 def log_importance_weights(batch_size: int, dataset_size: int) -> torch.Tensor:
     """log of minibatch stratified sampling weights (Chen et al. 2018, appendix C.2): row i weighs
-    sample j for estimating q(z_i)."""
+    sample j for estimating q(z_i). Reproduces the reference code's matrix exactly, including its
+    ``W[M-1, 0]`` entry, so that one row sums to 1 + (N−M)/(NM) − 1/N instead of 1."""
     n, m = dataset_size, batch_size - 1
     weights = torch.full((batch_size, batch_size), 1.0 / m)
     weights.view(-1)[:: m + 1] = 1.0 / n
@@ -130,6 +134,7 @@ class BetaTCVAE:
     gamma: float = 1.0
     sampling: str = "mss"
     reconstruction: str = "bernoulli"
+    TERMS = ("recon", "kl", "mi", "tc", "dim_kl")
 
     def decomposition(self, z: torch.Tensor, posterior: Posterior) -> dict[str, torch.Tensor]:
         """Batch estimates of index-code MI, total correlation and dimension-wise KL."""

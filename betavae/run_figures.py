@@ -25,10 +25,8 @@ def write_run_figures(run_dir: str | Path, top_k: int = 8, seed: int = 0) -> lis
     """Writes ``figures/*.png`` and ``index.html`` for a trained run and returns the figure paths."""
     paths = RunPaths(Path(run_dir))
     trained = load(paths.root)
-    val = trained.data().val_indices
-    chosen = np.random.default_rng(seed).choice(val, size=min(len(val), 16), replace=False)
-    originals = trained.images(np.sort(chosen))
-    kl = kl_per_dim(trained, trained.images(val[:1024]))
+    originals = trained.images(trained.validation_sample(16, seed))
+    kl = kl_per_dim(trained, trained.images(trained.data().val_indices[:1024]))
     dims = rank_dimensions(kl)[:top_k]
     figures = [
         plot_training_curves(paths.root, paths.figures / "curves.png"),

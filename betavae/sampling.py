@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from betavae.figures import image_grid, save_png
-from betavae.data.transforms import unit_to_uint8
-from betavae.fileio import atomic_path, write_json
 from PIL import Image
+
+from betavae.data.transforms import unit_to_uint8
+from betavae.figures import image_grid, save_png
+from betavae.fileio import atomic_path, write_json
 
 
 def parse_assignments(items: list[str], kind: str) -> dict[int, object]:

@@ -28,6 +28,7 @@ from betavae.checkpoint import (
 )
 from betavae.config import RunConfig
 from betavae.data import ImageData, build_data
+from betavae.data.base import fingerprint_array
 from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
 from betavae.model import ConvVAE, OutputActivation, count_parameters
@@ -130,7 +131,7 @@ class Trainer:
         self.val_every = train.val_every or self.steps_per_epoch
         self.state = TrainState()
         self._order_epoch, self._order = -1, np.empty(0, dtype=np.int64)
-        term_names = list(self._probe_terms())
+        term_names = list(self.objective.TERMS)
         self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
         self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
         self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
@@ -139,15 +140,6 @@ class Trainer:
     def _check_data(self) -> None:
         if self.data.image_size != self.config.data.image_size:
             raise ValueError(f"data are {self.data.image_size} px but data.image_size is {self.config.data.image_size}")
-
-    def _probe_terms(self) -> list[str]:
-        """Names of the objective's logged terms (one tiny forward pass, no state change)."""
-        x = torch.zeros(2, self.data.channels, self.data.image_size, self.data.image_size, device=self.device)
-        self.model.eval()
-        with torch.no_grad():
-            result = self.objective(self.normalizer.from_unit(x), self.model(x), training=False)
-        self.model.train()
-        return list(result.terms)
 
     # ----- data -------------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -202,8 +194,9 @@ class Trainer:
 
     # ----- validation -------------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self) -> dict[str, float]:
-        """Mean loss and terms over (up to ``val_max_images``) validation images, μ used as the code."""
+    def validate(self) -> tuple[dict[str, float], list[float]]:
+        """Mean loss and terms, and mean KL per dimension, over (up to ``val_max_images``) validation
+        images, μ used as the code."""
         indices = self.data.val_indices[: self.config.train.val_max_images]
         self.model.eval()
         totals: dict[str, float] = {}
@@ -217,8 +210,7 @@ class Trainer:
                 totals[name] = totals.get(name, 0.0) + float(value) * len(chunk)
             kl_sum += result.kl_per_dim.float().cpu() * len(chunk)
         self.model.train()
-        self.last_val_kl = (kl_sum / len(indices)).tolist()
-        return {name: total / len(indices) for name, total in totals.items()}
+        return {name: total / len(indices) for name, total in totals.items()}, (kl_sum / len(indices)).tolist()
 
     # ----- checkpoints ------------------------------------------------------------------------
     def save(self, path: Path, with_training_state: bool = True) -> None:
@@ -322,11 +314,11 @@ class Trainer:
                     self.tensorboard.add_scalar(f"{split}/{name}", value, int(row["step"]))
 
     def _validate_and_keep_best(self) -> None:
-        values = self.validate()
+        values, kl = self.validate()
         epoch = (self.state.step - 1) // self.steps_per_epoch
         self.val_log.append([{"step": self.state.step, "epoch": epoch, **values}])
         self._to_tensorboard("val", [{"step": self.state.step, **values}])
-        self.kl_log.append([{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(self.last_val_kl)}}])
+        self.kl_log.append([{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(kl)}}])
         if values["loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.best_step = values["loss"], self.state.step
             self.save(self.paths.best, with_training_state=False)
@@ -370,7 +362,7 @@ def _record_start(trainer: Trainer) -> None:
             "images": len(data.images),
             "train": len(data.train_indices),
             "val": len(data.val_indices),
-            "val_indices_hash": _hash_indices(data.val_indices),
+            "val_indices_hash": fingerprint_array(np.asarray(data.val_indices, dtype=np.int64)),
             **data.info,
         },
         steps_per_epoch=trainer.steps_per_epoch,
@@ -393,9 +385,3 @@ def _fit(trainer: Trainer) -> RunPaths:
     update_info(trainer.paths, status="finished", step=state.step, best_step=state.best_step,
                 best_val_loss=state.best_val_loss)
     return trainer.paths
-
-
-def _hash_indices(indices: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.blake2b(np.asarray(indices, dtype=np.int64).tobytes(), digest_size=8).hexdigest()

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from betavae.config import validate_config
+from betavae.config import RunConfig, validate_config
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one worker per core: two torch threads per worker would oversubscribe the
@@ -14,7 +14,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def tiny_config(**sections) -> "RunConfig":  # noqa: F821
+def tiny_config(**sections) -> RunConfig:
     """A config that trains in a second: 32 px dSprites, a 2-block model, a few steps."""
     raw = {
         "name": "tiny",

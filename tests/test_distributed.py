@@ -19,7 +19,7 @@ def test_two_process_ddp_run_under_torchrun_on_cpu(tmp_path):
     """torchrun with the gloo backend: both ranks train, rank 0 writes one consistent run."""
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_addr=127.0.0.1", f"--master_port={free_port()}",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         "-m", "betavae.cli", "train", "--out", str(out), "--no-figures",
         "--set", "data.num_images=128", "--set", "data.image_size=32", "--set", "model.preset=tiny",
         "--set", "train.max_steps=4", "--set", "train.batch_size=16", "--set", "train.progress=false",

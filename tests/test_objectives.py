@@ -109,9 +109,14 @@ def test_tcvae_terms_add_up_to_the_sampled_kl():
     assert result.loss.item() == pytest.approx(sum(parts[k].item() for k in ("mi", "tc", "dim_kl")), rel=1e-5)
 
 
-def test_stratified_weights_are_a_distribution_per_row():
-    weights = log_importance_weights(batch_size=8, dataset_size=100).exp()
-    assert torch.allclose(weights[:-2].sum(1), torch.ones(6))
+def test_stratified_weights_match_the_reference_matrix():
+    n, m = 100, 7  # dataset size, batch size − 1
+    weights = log_importance_weights(batch_size=m + 1, dataset_size=n).exp()
+    strat = (n - m) / (n * m)
+    sums = weights.sum(1)
+    others = [i for i in range(m + 1) if i != m - 1]
+    assert torch.allclose(sums[others], torch.ones(m))  # every row but one is a distribution
+    assert sums[m - 1].item() == pytest.approx(1 + strat - 1 / n)  # the reference code's W[M-1, 0]
     assert torch.all(weights > 0)
 
 
@@ -121,3 +126,15 @@ def test_build_objective_reads_each_config_and_passes_the_dataset_size():
     assert isinstance(objective, BetaTCVAE) and objective.dataset_size == 123 and objective.beta == 3
     config = validate_config({"objective": {"name": "capacity", "capacity_max": 5}, "model": {"preset": "tiny"}, "data": {"image_size": 32}})
     assert isinstance(build_objective(config.objective, 10), CapacityVAE)
+
+
+@pytest.mark.parametrize("objective", [
+    BetaVAE(beta=2.0),
+    CapacityVAE(gamma=10.0, capacity_max=5.0, capacity_steps=10),
+    BetaTCVAE(dataset_size=100),
+])
+def test_each_objective_returns_exactly_the_terms_it_declares(objective):
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 2, 2)
+    out = output_for(torch.rand(8, 1, 2, 2), torch.randn(8, 3), torch.randn(8, 3) * 0.1)
+    assert tuple(objective(x, out).terms) == objective.TERMS

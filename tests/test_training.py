@@ -143,6 +143,10 @@ def test_load_gives_a_model_that_encodes_and_decodes_unit_images(tiny_run):
     recon = model.decode(posterior.mean)
     assert recon.shape == x.shape and recon.min() >= 0 and recon.max() <= 1
     assert torch.equal(model.reconstruct(x), recon)
+    sample = model.validation_sample(10, seed=3)
+    assert len(sample) == 10 and set(sample) <= set(model.data().val_indices) and np.all(np.diff(sample) > 0)
+    assert np.array_equal(sample, model.validation_sample(10, seed=3))
+    assert np.array_equal(model.validation_sample(None), np.sort(model.data().val_indices))
     means, logvars = model.represent(model.data().images[model.data().val_indices[:5]])
     assert isinstance(means, np.ndarray) and np.allclose(means, posterior.mean.numpy()) and logvars.shape == (5, 4)
 

@@ -20,6 +20,7 @@ from betavae.data import imageio
 from betavae.data.recipes.base import IMAGE_EXTENSIONS
 from betavae.data.transforms import uint8_to_unit
 from betavae.metrics.image import SSIM_CONVENTION, psnr, ssim
+from betavae.objectives import kl_per_dim
 
 _BATCH = 256
 CONVENTION = {
@@ -69,14 +70,18 @@ def load_folder(folder: str | Path, size: int, channels: int, max_images: int | 
     return ImageFolder(np.stack(arrays), names, dict(skipped))
 
 
-def reconstruction_scores(trained, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image PSNR and SSIM (data range 1) of each [0, 1] image batch against its reconstruction from μ."""
-    psnrs, ssims = [], []
+def reconstruction_scores(trained, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image PSNR and SSIM (data range 1) of each [0, 1] image batch against its reconstruction
+    from μ, and the mean KL per latent dimension over all the images (one encoding pass)."""
+    psnrs, ssims, kl_sum, count = [], [], np.zeros(trained.latent_dim), 0
     for x01 in batches:
-        recon = trained.reconstruct(x01)
+        posterior = trained.encode(x01)
+        recon = trained.decode(posterior.mean)
         psnrs.append(psnr(x01, recon).numpy())
         ssims.append(ssim(x01, recon).numpy())
-    return np.concatenate(psnrs), np.concatenate(ssims)
+        kl_sum += kl_per_dim(posterior).numpy() * len(x01)
+        count += len(x01)
+    return np.concatenate(psnrs), np.concatenate(ssims), kl_sum / count
 
 
 def uint8_chunks(images: np.ndarray, batch_size: int = _BATCH) -> Iterable[torch.Tensor]:

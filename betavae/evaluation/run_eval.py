@@ -30,7 +30,7 @@ from betavae.evaluation.reconstruction import (
 from betavae.evaluation.sample_quality import sample_quality
 from betavae.figures import image_grid, plot_kl_per_dim, reconstruction_pairs, save_png
 from betavae.fileio import write_json, write_text
-from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
+from betavae.inference import TrainedModel, load, rank_dimensions
 from betavae.metrics.fid import FeatureExtractor, inception_extractor
 from betavae.report import write_run_index
 
@@ -81,9 +81,8 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
 
     tick = time.perf_counter()
     val_rows, selection = _validation_rows(trained, options)
-    reconstruction, per_image, outside = _reconstruction(trained, val_rows, selection, options)
+    reconstruction, per_image, outside, kl = _reconstruction(trained, val_rows, selection, options)
     write_text(out / "reconstruction_per_image.csv", per_image)
-    kl = _mean_kl(trained, val_rows)
     seconds["reconstruction"] = round(time.perf_counter() - tick, 2)
 
     tick = time.perf_counter()
@@ -151,11 +150,11 @@ def _check_options(trained: TrainedModel, options: EvalOptions) -> None:
 
 def _validation_rows(trained: TrainedModel, options: EvalOptions) -> tuple[np.ndarray, str]:
     """All validation indices, or a seeded random ``max_images`` of them (sorted), and how they were chosen."""
-    val = trained.data().val_indices
-    if options.max_images is None or options.max_images >= len(val):
-        return np.sort(val), f"validation split, all {len(val)} images"
-    chosen = np.random.default_rng(options.seed).choice(val, size=options.max_images, replace=False)
-    return np.sort(chosen), f"validation split, seeded random subset (seed {options.seed}) of {options.max_images} of {len(val)}"
+    total = len(trained.data().val_indices)
+    rows = trained.validation_sample(options.max_images, options.seed)
+    if len(rows) == total:
+        return rows, f"validation split, all {total} images"
+    return rows, f"validation split, seeded random subset (seed {options.seed}) of {len(rows)} of {total}"
 
 
 def _dataset_chunks(trained: TrainedModel, rows: np.ndarray, size: int = 256):
@@ -164,23 +163,24 @@ def _dataset_chunks(trained: TrainedModel, rows: np.ndarray, size: int = 256):
 
 
 def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, selection: str,
-                    options: EvalOptions) -> tuple[dict, str, np.ndarray | None]:
-    """Per-image PSNR/SSIM on the validation split (and an outside folder): summaries, a CSV, the outside images."""
-    psnrs, ssims = reconstruction_scores(trained, _dataset_chunks(trained, val_rows))
+                    options: EvalOptions) -> tuple[dict, str, np.ndarray | None, np.ndarray]:
+    """Per-image PSNR/SSIM on the validation split (and an outside folder): summaries, a CSV, the
+    outside images, and the validation images' mean KL per dimension (from the same encoding)."""
+    psnrs, ssims, kl = reconstruction_scores(trained, _dataset_chunks(trained, val_rows))
     result = {"convention": CONVENTION,
               "validation": {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(val_rows), "images": selection}}
     table = [("validation", int(i), p, s) for i, p, s in zip(val_rows, psnrs, ssims)]
     outside = None
     if options.images is not None:
         folder = load_folder(options.images, trained.image_size, trained.channels, options.max_images)
-        psnrs, ssims = reconstruction_scores(trained, uint8_chunks(folder.images))
+        psnrs, ssims, _ = reconstruction_scores(trained, uint8_chunks(folder.images))
         colour = "grayscale" if trained.channels == 1 else "RGB"
         result["outside"] = {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(folder.names),
                              "folder": str(Path(options.images).resolve()), "skipped": folder.skipped,
                              "images": f"{colour}, shorter side resized to {trained.image_size} (bilinear), centre crop"}
         table += [("outside", name, p, s) for name, p, s in zip(folder.names, psnrs, ssims)]
         outside = folder.images
-    return result, _per_image_csv(table), outside
+    return result, _per_image_csv(table), outside, kl
 
 
 def _per_image_csv(rows: list[tuple]) -> str:
@@ -190,14 +190,6 @@ def _per_image_csv(rows: list[tuple]) -> str:
     writer.writerow(["set", "item", "psnr", "ssim"])
     writer.writerows((kind, item, f"{p:.6f}", f"{s:.6f}") for kind, item, p, s in rows)
     return text.getvalue()
-
-
-def _mean_kl(trained: TrainedModel, rows: np.ndarray) -> np.ndarray:
-    """Mean KL per latent dimension over the given dataset rows (encoded in chunks)."""
-    total = np.zeros(trained.latent_dim)
-    for chunk in _dataset_chunks(trained, rows):
-        total += kl_per_dim(trained, chunk) * len(chunk)
-    return total / len(rows)
 
 
 def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np.ndarray | None, kl: np.ndarray,
