@@ -65,18 +65,15 @@ def _info(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from betavae.run_figures import write_run_figures
-    from betavae.runs import RunPaths, read_info
-    from betavae.training import resume, train
+    from betavae.training import train, train_or_resume
 
-    paths = RunPaths(Path(args.out))
-    status = read_info(paths).get("status") if paths.root.exists() else None
-    if status == "finished" and not args.overwrite:
-        print(f"{paths.root} is already trained; redrawing its figures (--overwrite retrains)")
-    elif status in ("running", "interrupted") and not args.overwrite:
-        print(f"continuing the interrupted demo in {paths.root}")
-        resume(paths.root)
+    config = load_config(DEMO_CONFIG, args.set)
+    if args.overwrite:
+        paths = train(config, args.out, overwrite=True)
     else:
-        train(load_config(DEMO_CONFIG, args.set), paths.root, overwrite=args.overwrite)
+        paths, done = train_or_resume(config, args.out)
+        if done != "trained":
+            print(f"{paths.root}: {done} (--overwrite retrains)")
     write_run_figures(paths.root)
     print(f"demo written: open {paths.index}")
     return 0
@@ -137,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     from betavae.explorer.cli import add_parser as add_explore_parser
 
     from betavae.evaluation.cli import add_parsers as add_evaluation_parsers
+    from betavae.study.cli import add_parsers as add_study_parsers
 
     add_prepare_parser(commands)
     add_evaluation_parsers(commands)
+    add_study_parsers(commands)
     add_explore_parser(commands)
     return parser
 

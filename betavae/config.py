@@ -186,8 +186,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return result
 
 
+_OBJECTIVE_TAGS = ("beta", "capacity", "beta_tcvae")
+
+
 def _describe(error: dict) -> str:
-    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    loc = error["loc"]
+    if len(loc) > 2 and loc[0] == "objective" and loc[1] in _OBJECTIVE_TAGS:
+        loc = (loc[0], *loc[2:])  # drop the discriminated-union tag pydantic puts in the location
+    location = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
     if error["type"] == "extra_forbidden":
         section = _section_for(error["loc"][:-1])
         valid = ", ".join(sorted(section.model_fields)) if section else "see the config reference"
@@ -198,7 +204,7 @@ def _describe(error: dict) -> str:
 def _section_for(location: tuple) -> type[BaseModel] | None:
     node: type[BaseModel] = RunConfig
     for part in location:
-        if part in ("beta", "capacity", "beta_tcvae"):
+        if part in _OBJECTIVE_TAGS:
             continue  # discriminated-union tag in the error location
         field = node.model_fields.get(str(part))
         if field is None:

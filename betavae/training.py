@@ -33,7 +33,7 @@ from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
 from betavae.model import ConvVAE, OutputActivation, count_parameters
 from betavae.objectives import Objective, ObjectiveResult, build_objective
-from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, update_info
+from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, read_info, update_info
 
 
 def tensorboard_writer(log_dir: Path):
@@ -345,6 +345,23 @@ def resume(run_dir: str | Path, data: ImageData | None = None) -> RunPaths:
     elif trainer.workers.is_main:
         _record_start(trainer)
     return _fit(trainer)
+
+
+def train_or_resume(config: RunConfig, run_dir: str | Path) -> tuple[RunPaths, str]:
+    """Trains ``config`` into ``run_dir``, resumes it if interrupted, or leaves it if finished.
+
+    Returns the run's paths and what was done: ``"trained"``, ``"resumed"`` or ``"finished earlier"``.
+    A run folder that stopped otherwise (diverged, or died before its first record) is trained
+    anew; a non-empty folder that is not a run folder is left alone (:class:`RunExistsError`).
+    """
+    paths = RunPaths(Path(run_dir))
+    is_run = paths.config.is_file()
+    status = read_info(paths).get("status") if is_run else None
+    if status == "finished":
+        return paths, "finished earlier"
+    if status in ("running", "interrupted"):
+        return resume(paths.root), "resumed"
+    return train(config, paths.root, overwrite=is_run), "trained"
 
 
 def _record_start(trainer: Trainer) -> None:

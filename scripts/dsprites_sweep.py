@@ -17,7 +17,7 @@ from betavae.config import validate_config
 from betavae.inference import load
 from betavae.run_figures import write_run_figures
 from betavae.runs import RunPaths, read_info
-from betavae.training import resume, train
+from betavae.training import train_or_resume
 
 OBJECTIVES = {
     "beta1": {"name": "beta", "beta": 1.0},
@@ -41,12 +41,8 @@ def config_for(name: str, objective: dict, steps: int, seed: int):
 
 def run_one(out: Path, name: str, objective: dict, args) -> dict:
     root = out / name
-    status = read_info(RunPaths(root)).get("status") if root.exists() else None
     started = time.perf_counter()
-    if status in ("running", "interrupted"):
-        resume(root)
-    elif status != "finished":
-        train(config_for(name, objective, args.steps, args.seed), root)
+    train_or_resume(config_for(name, objective, args.steps, args.seed), root)
     trained = load(root)
     report_path = root / "eval" / "disentanglement.json"
     if not report_path.is_file():

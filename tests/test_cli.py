@@ -88,5 +88,5 @@ def test_demo_trains_then_redraws_without_retraining(tmp_path, capsys):
     assert (out / "index.html").is_file() and (out / "figures" / "samples.png").is_file()
     first = RunPaths(out).last.stat().st_mtime_ns
     assert main(["demo", "--out", str(out)]) == 0
-    assert "already trained" in capsys.readouterr().out
+    assert "finished earlier" in capsys.readouterr().out
     assert RunPaths(out).last.stat().st_mtime_ns == first

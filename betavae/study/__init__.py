@@ -1,0 +1,1 @@
+"""Studies: a grid of runs (datasets × settings) executed on Ray and compared in one report."""

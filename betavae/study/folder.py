@@ -1,0 +1,67 @@
+"""The study folder: the study file's copy, ``study.json`` (every cell and its state), one run folder per cell.
+
+::
+
+    runs/study-NAME/
+      study.yaml          the study file as it was run
+      study.json          cells: name, dataset, group, values, state, attempts, error, seconds
+      cells/CELL/         a run folder per cell (config.yaml, metrics/, checkpoints/, eval/)
+      report.html         the comparison report (``betavae report``)
+      tables/             the report's tables as CSV and Markdown
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from betavae.fileio import write_json
+from betavae.runs import RunPaths, read_info
+
+# A cell's states; "finished" cells are skipped when the study runs again.
+STATES = ("pending", "queued", "training", "evaluating", "retrying", "finished", "failed", "interrupted")
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """Every file of a study folder, by what it holds."""
+
+    root: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "study.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "study.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    def cell(self, name: str) -> Path:
+        return self.root / "cells" / name
+
+
+def read_state(root: str | Path) -> dict:
+    """The contents of a study folder's ``study.json``."""
+    path = StudyPaths(Path(root)).state
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} is not a study folder (no study.json); run `betavae study FILE` first")
+    return json.loads(path.read_text())
+
+
+def write_state(paths: StudyPaths, state: dict) -> None:
+    """Atomically rewrites ``study.json``."""
+    write_json(paths.state, {**state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def cell_finished(run_dir: Path) -> bool:
+    """True once a cell's training finished and its evaluation was written."""
+    return read_info(RunPaths(run_dir)).get("status") == "finished" and (run_dir / "eval" / "metrics.json").is_file()

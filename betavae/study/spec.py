@@ -1,0 +1,219 @@
+"""Study files: a base config, named datasets, a grid over config keys, extra cells → validated cells.
+
+A study file (YAML) looks like::
+
+    name: paper
+    base: {objective: {name: beta, reconstruction: mse_mean, kld_weight: 0.0025}}
+    datasets:
+      celeba: {config: ../configs/paper-celeba.yaml, article: celeba}
+      batik: {config: ../configs/paper-batik.yaml, article: batik, set: {data.path: data/batik}}
+    grid: {objective.beta: [10, 100]}
+    extra:
+      - {dataset: batik, set: {objective.beta: 1, objective.kld_weight: 0.000001}}
+    evaluate: {fid: true, fid_samples: 2400, kid: true}
+    resources: {cpus: 1, gpus: 0}
+
+Every dataset × every grid combination is one cell; ``extra`` adds single cells. A cell's config is
+the base, then the dataset's config file, then its ``set`` overrides, then the cell's grid values
+(or the extra cell's ``set``) — each cell validated like ``betavae train --config`` would.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from betavae.config import ConfigError, RunConfig, apply_overrides, validate_config
+from betavae.evaluation.run_eval import EvalOptions
+
+ARTICLE_DATASETS = ("cars", "celeba", "cats", "batik")
+# Short names of common grid keys in cell names; other keys use their last component.
+_SHORT_KEYS = {"objective.beta": "beta", "objective.kld_weight": "kldw", "model.latent_dim": "z",
+               "objective.name": "", "data.name": ""}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """One dataset of the study: a run config file and/or overrides, and the article's row it matches."""
+
+    config: str | None = Field(None, description="run config YAML, relative to the study file")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted config keys → values")
+    article: Literal["cars", "celeba", "cats", "batik"] | None = Field(
+        None, description="the article's dataset this one reproduces (its numbers are shown beside ours)")
+    label: str | None = Field(None, description="name shown in the report (default: the key)")
+
+
+class ExtraCell(_Strict):
+    """A cell outside the grid (the article's batik KLD-weight runs)."""
+
+    dataset: str
+    set: dict[str, Any] = Field(min_length=1)
+
+
+class EvaluateSpec(_Strict):
+    """What ``betavae evaluate`` computes for every cell (see ``betavae evaluate --help``)."""
+
+    fid: bool = True
+    fid_samples: int = Field(2400, ge=2)
+    fid_reference: Literal["all"] | PositiveInt = Field("all", description="\"all\" or a number of training images")
+    kid: bool = True
+    max_images: int | None = Field(None, gt=0, description="cap on validation images for PSNR/SSIM")
+    images: str | None = Field(None, description="folder of outside images for PSNR/SSIM (as the article)")
+    disentanglement: bool = True
+    disentanglement_points: int = Field(5000, gt=0)
+    dci_points: int = Field(2000, gt=0)
+    top_k: int = Field(8, gt=0)
+    fid_weights: str | None = None
+    cache_dir: str | None = Field(None, description="FID reference statistics cache (default: per dataset)")
+
+    def options(self, device: str) -> EvalOptions:
+        """The :class:`EvalOptions` of one cell (no progress bars: the study shows its own table)."""
+        return EvalOptions(
+            device=device, max_images=self.max_images, images=_path(self.images), fid=self.fid,
+            fid_samples=self.fid_samples, fid_reference=self.fid_reference, kid=self.kid and self.fid,
+            fid_weights=_path(self.fid_weights), cache_dir=_path(self.cache_dir), top_k=self.top_k,
+            progress=False, disentanglement=self.disentanglement,
+            disentanglement_points=self.disentanglement_points, dci_points=self.dci_points,
+        )
+
+
+class ResourcesSpec(_Strict):
+    """What one cell asks of the Ray cluster."""
+
+    cpus: float = Field(1.0, gt=0, description="CPU cores per cell (also its torch threads)")
+    gpus: float = Field(0.0, ge=0, description="GPUs per cell (0: CPU training)")
+
+
+class StudySpec(_Strict):
+    """A whole study file, validated."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict, description="config shared by every cell")
+    datasets: dict[str, DatasetSpec] = Field(min_length=1)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    extra: list[ExtraCell] = Field(default_factory=list)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid axis {key!r} has no values")
+            if len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"grid axis {key!r} repeats a value: {values}")
+        return grid
+
+    @model_validator(mode="after")
+    def _known_datasets(self) -> "StudySpec":
+        for cell in self.extra:
+            if cell.dataset not in self.datasets:
+                raise ValueError(f"extra cell names dataset {cell.dataset!r}; the study's datasets: "
+                                 f"{', '.join(self.datasets)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training + evaluation of a study: its name, where it comes from, and its validated config."""
+
+    name: str
+    dataset: str
+    group: Literal["grid", "extra"]
+    values: dict[str, Any]
+    config: RunConfig = field(compare=False)
+    article: str | None = None
+    label: str = ""
+
+    def describe(self) -> str:
+        """The cell's varied values, e.g. ``β=10`` or ``β=1, kld_weight=1e-06``."""
+        return ", ".join(f"{_display_key(k)}={_format(v)}" for k, v in self.values.items()) or "base"
+
+
+def load_study(path: str | Path) -> tuple[StudySpec, list[Cell]]:
+    """Reads and validates a study file and expands it into cells (every cell's config validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping (name, datasets, grid, ...)")
+    raw.setdefault("name", path.stem)
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  - ".join(f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid study file {path}:\n  - {problems}") from None
+    return spec, expand(spec, path.parent)
+
+
+def expand(spec: StudySpec, root: Path = Path(".")) -> list[Cell]:
+    """Every dataset × grid combination, then the extra cells; config files resolve against ``root``."""
+    keys = list(spec.grid)
+    cells = []
+    for dataset in spec.datasets:
+        for combination in itertools.product(*(spec.grid[k] for k in keys)):
+            cells.append(_cell(spec, root, dataset, "grid", dict(zip(keys, combination))))
+    cells += [_cell(spec, root, extra.dataset, "extra", dict(extra.set)) for extra in spec.extra]
+    names = [c.name for c in cells]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"the study has two cells with the same settings: {', '.join(repeated)}")
+    return cells
+
+
+def _cell(spec: StudySpec, root: Path, dataset: str, group: str, values: dict[str, Any]) -> Cell:
+    name = cell_name(dataset, values)
+    source = spec.datasets[dataset]
+    raw = _merge(spec.base, _read_config(root, source.config) if source.config else {})
+    raw = apply_overrides(raw, [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                                for k, v in {**source.set, **values}.items()])
+    raw["name"] = name
+    try:
+        config = validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"cell {name!r}: {exc}") from None
+    return Cell(name, dataset, group, values, config, source.article, source.label or dataset)
+
+
+def _read_config(root: Path, relative: str) -> dict:
+    path = root / relative
+    if not path.is_file():
+        raise ConfigError(f"dataset config {relative} not found (looked for {path})")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Nested dict merge: ``over`` wins, sections merge key by key."""
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def cell_name(dataset: str, values: dict[str, Any]) -> str:
+    """A folder-safe cell name: ``celeba_beta10``, ``batik_beta1_kldw1e-06``."""
+    parts = [dataset] + [f"{_SHORT_KEYS.get(k, k.rsplit('.', 1)[-1])}{_format(v)}" for k, v in values.items()]
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts))
+
+
+def _display_key(key: str) -> str:
+    return {"objective.beta": "β"}.get(key, key.rsplit(".", 1)[-1])
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text) if text else None

@@ -1,0 +1,167 @@
+"""Study files: grid expansion, validation errors, pre-flight checks, the live table."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from betavae.config import ConfigError
+from betavae.runs import RunPaths, update_info
+from betavae.study.folder import StudyPaths
+from betavae.study.progress import LiveTable, render, table_rows
+from betavae.study.runner import _check_inputs, _initial_state, _resolved
+from betavae.study.spec import cell_name, load_study
+from betavae.training import train, train_or_resume
+from tests.conftest import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_BASE = {"data": {"num_images": 256, "image_size": 32}, "model": {"preset": "tiny"},
+             "train": {"max_steps": 8, "batch_size": 16, "progress": False, "checkpoint_every": 4, "val_every": 4}}
+
+
+def write_study(tmp_path: Path, **fields) -> Path:
+    study = {"name": "t", "base": TINY_BASE, "datasets": {"dsprites": {"set": {"data.name": "dsprites"}}},
+             "grid": {"objective.beta": [1, 4]}, **fields}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_grid_expands_to_every_dataset_and_combination_then_extras(tmp_path):
+    path = write_study(
+        tmp_path,
+        datasets={"dsprites": {"set": {"data.name": "dsprites"}}, "shapes": {"set": {"data.name": "shapes-rgb"}}},
+        grid={"objective.beta": [1, 4], "model.latent_dim": [3, 5]},
+        extra=[{"dataset": "shapes", "set": {"objective.beta": 2.5, "objective.kld_weight": 0.000001}}],
+    )
+    spec, cells = load_study(path)
+    assert [c.name for c in cells] == [
+        "dsprites_beta1_z3", "dsprites_beta1_z5", "dsprites_beta4_z3", "dsprites_beta4_z5",
+        "shapes_beta1_z3", "shapes_beta1_z5", "shapes_beta4_z3", "shapes_beta4_z5", "shapes_beta2.5_kldw1e-06"]
+    last = cells[-1]
+    assert last.group == "extra" and last.describe() == "β=2.5, kld_weight=1e-06"
+    assert last.config.data.name == "shapes-rgb" and last.config.objective.kld_weight == 1e-6
+    assert cells[1].config.model.latent_dim == 5 and cells[1].config.objective.beta == 1
+    assert cells[0].config.model.channels == [8, 16]  # the base's preset
+    assert all(c.config.name == c.name for c in cells)
+
+
+def test_layers_apply_in_order_base_dataset_file_dataset_set_grid(tmp_path):
+    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(
+        {"data": {"name": "dsprites", "num_images": 300}, "train": {"lr": 0.01, "batch_size": 32}}))
+    path = write_study(tmp_path, datasets={"d": {"config": "ds.yaml", "set": {"train.batch_size": 24}}},
+                       grid={"train.batch_size": [20]})
+    _, [cell] = load_study(path)
+    config = cell.config
+    assert (config.data.num_images, config.train.lr, config.train.batch_size) == (300, 0.01, 20)
+    assert config.train.max_steps == 8  # from the base, untouched by the dataset file
+
+
+def test_paper_study_encodes_the_article():
+    spec, cells = load_study(REPO / "studies" / "paper.yaml")
+    assert len(cells) == 10
+    grid = {(c.dataset, c.config.objective.beta) for c in cells if c.group == "grid"}
+    assert grid == {(d, b) for d in ("cars", "celeba", "cats", "batik") for b in (10, 100)}
+    assert all(c.config.objective.kld_weight == 0.0025 and c.config.objective.reconstruction == "mse_mean"
+               and c.config.train.lr == 0.005 for c in cells if c.group == "grid")
+    extras = sorted((c.config.objective.beta, c.config.objective.kld_weight, c.dataset) for c in cells if c.group == "extra")
+    assert extras == [(1, 1e-6, "batik"), (1, 0.0025, "batik")]
+    batik = next(c for c in cells if c.dataset == "batik")
+    assert batik.config.model.channels == [32, 64, 128] and batik.article == "batik"
+    assert spec.evaluate.fid_samples == 2400
+
+
+def test_demo_study_has_the_papers_shape():
+    _, cells = load_study(REPO / "studies" / "demo.yaml")
+    grid = [c for c in cells if c.group == "grid"]
+    assert len(grid) == 4 and {c.config.objective.beta for c in grid} == {10, 100}
+    extras = [c for c in cells if c.group == "extra"]
+    assert {c.config.objective.kld_weight for c in extras} == {0.0025, 1e-6}
+    assert all(c.config.objective.beta == 1 for c in extras)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"grid": {"objective.betta": [1, 2]}}, "unknown key 'objective.betta'"),
+    ({"grid": {"objective.beta": []}}, "has no values"),
+    ({"grid": {"objective.beta": [1, 1]}}, "repeats a value"),
+    ({"grid": {"objective.beta": ["high"]}}, "objective.beta"),
+    ({"extra": [{"dataset": "faces", "set": {"objective.beta": 2}}]}, "names dataset 'faces'"),
+    ({"extra": [{"dataset": "dsprites", "set": {"objective.beta": 1}}]}, "same settings: dsprites_beta1"),
+    ({"datasets": {}}, "datasets"),
+    ({"resources": {"cpus": 0}}, "resources.cpus"),
+    ({"evaluate": {"fid_reference": 0}}, "fid_reference"),
+    ({"grids": {}}, "grids"),
+    ({"datasets": {"d": {"config": "missing.yaml"}}}, "missing.yaml not found"),
+])
+def test_invalid_study_files_are_rejected_with_the_reason(tmp_path, fields, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        load_study(write_study(tmp_path, **fields))
+
+
+def test_a_cell_that_cannot_be_built_names_the_cell(tmp_path):
+    with pytest.raises(ConfigError, match="(?s)cell 'dsprites_image_size30'.*image_size 30"):
+        load_study(write_study(tmp_path, grid={"data.image_size": [30]}))
+
+
+def test_missing_study_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "nope.yaml")
+
+
+def test_cell_names_are_folder_safe():
+    assert cell_name("my data", {"objective.name": "beta_tcvae", "train.seed": 3}) == "my-data_beta_tcvae_seed3"
+
+
+def test_missing_prepared_data_is_reported_before_any_work(tmp_path):
+    path = write_study(tmp_path, datasets={"faces": {"set": {"data.name": "prepared", "data.path": str(tmp_path / "no")}}})
+    _, cells = load_study(path)
+    configs = {c.name: _resolved(c.config) for c in cells}
+    with pytest.raises(ConfigError, match="prepared data not found:\n  - faces: .*/no\nprepare each"):
+        _check_inputs(cells, configs, StudyPaths(tmp_path / "out"))
+
+
+def test_a_cell_folder_trained_with_another_config_is_not_reused(tmp_path):
+    _, cells = load_study(write_study(tmp_path))
+    paths = StudyPaths(tmp_path / "out")
+    cell = cells[0]
+    train(tiny_config(name=cell.name, objective={"name": "beta", "beta": 7.0}), paths.cell(cell.name))
+    configs = {c.name: _resolved(c.config) for c in cells}
+    with pytest.raises(ConfigError, match="another config \\(differs in objective.beta"):
+        _check_inputs(cells, configs, paths)
+
+
+def test_train_or_resume_finishes_resumes_or_retrains(tmp_path):
+    config = tiny_config()
+    run = tmp_path / "run"
+    assert train_or_resume(config, run)[1] == "trained"
+    assert train_or_resume(config, run)[1] == "finished earlier"
+    update_info(RunPaths(run), status="interrupted")
+    assert train_or_resume(config, run)[1] == "resumed"
+    update_info(RunPaths(run), status="diverged")
+    assert train_or_resume(config, run)[1] == "trained"
+    stranger = tmp_path / "not-a-run"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        train_or_resume(config, stranger)
+    assert (stranger / "keep.txt").read_text() == "mine"
+
+
+def test_live_table_prints_on_state_changes_when_not_a_terminal(tmp_path):
+    spec, cells = load_study(write_study(tmp_path))
+    paths = StudyPaths(tmp_path / "out")
+    state = _initial_state(spec, cells, paths, tmp_path / "study.yaml")
+    stream = io.StringIO()
+    table = LiveTable(paths, stream=stream)
+    table.show(state)
+    table.show(state)
+    state["cells"]["dsprites_beta4"].update(state="failed", attempts=2, error="ValueError: boom", seconds=3.0)
+    table.show(state)
+    printed = stream.getvalue()
+    assert printed.count("cell  ") == 2  # two tables: the first state and the change
+    rows = table_rows(paths, state)
+    assert rows[0][:3] == ("dsprites_beta1", "pending", "0")
+    assert rows[1] == ("dsprites_beta4", "failed", "2", "", "3s", "ValueError: boom")
+    assert render(rows).splitlines()[0].split() == ["cell", "state", "try", "progress", "time", "result"]
