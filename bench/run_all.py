@@ -11,7 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = [("train_step.py", ["--profile"]), ("epoch_from_jpegs.py", []), ("fid_features.py", []),
-           ("decode_latency.py", [])]
+           ("decode_latency.py", []), ("precision_check.py", [])]
 
 
 def main() -> int:
