@@ -11,7 +11,7 @@ from betavae.config import ConfigError
 from betavae.runs import RunPaths, update_info
 from betavae.study.folder import StudyPaths
 from betavae.study.progress import LiveTable, render, table_rows
-from betavae.study.runner import _check_inputs, _initial_state, _resolved
+from betavae.study.runner import _check_inputs, _initial_state, _resolved, _round_robin
 from betavae.study.spec import cell_name, load_study
 from betavae.training import train, train_or_resume
 from tests.conftest import tiny_config
@@ -165,3 +165,9 @@ def test_live_table_prints_on_state_changes_when_not_a_terminal(tmp_path):
     assert rows[0][:3] == ("dsprites_beta1", "pending", "0")
     assert rows[1] == ("dsprites_beta4", "failed", "2", "", "3s", "ValueError: boom")
     assert render(rows).splitlines()[0].split() == ["cell", "state", "try", "progress", "time", "result"]
+
+
+def test_cells_are_submitted_one_dataset_at_a_time_in_turn():
+    _, cells = load_study(REPO / "studies" / "demo.yaml")
+    order = [c.dataset for c in _round_robin(cells)]
+    assert order[:4] == ["shapes-rgb", "dsprites", "shapes-rgb", "dsprites"] and sorted(order) == sorted(c.dataset for c in cells)

@@ -6,6 +6,7 @@ its last checkpoint) and then reported with its error while the other cells go o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import traceback
@@ -184,7 +185,7 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
         entry.update(state="queued", attempts=entry["attempts"] + 1, submitted=time.time())
         return task.remote(str(paths.cell(cell.name)), configs[cell.name], evaluate, spec.resources.cpus)
 
-    running = {submit(cell): cell for cell in todo}
+    running = {submit(cell): cell for cell in _round_robin(todo)}
     write_state(paths, state)
     try:
         while running:
@@ -211,6 +212,16 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
             state["cells"][cell.name]["state"] = "interrupted"
         write_state(paths, state)
         raise
+
+
+def _round_robin(cells: list[Cell]) -> list[Cell]:
+    """Cells ordered one dataset at a time in turn, so that the cells running together mostly use
+    different datasets and later cells of a dataset find its FID reference statistics cached."""
+    by_dataset: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_dataset.setdefault(cell.dataset, []).append(cell)
+    turns = itertools.zip_longest(*by_dataset.values())
+    return [cell for turn in turns for cell in turn if cell is not None]
 
 
 def _record_failure(paths: StudyPaths, entry: dict, exc: BaseException) -> None:
