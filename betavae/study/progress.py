@@ -44,7 +44,7 @@ def table_rows(paths: StudyPaths, state: dict) -> list[tuple[str, ...]]:
     for name, entry in state["cells"].items():
         run = RunPaths(paths.cell(name))
         elapsed = entry["seconds"] if entry.get("seconds") is not None else (
-            now - entry["submitted"] if entry.get("submitted") and entry["state"] not in ("pending", "finished") else None)
+            now - entry["started"] if entry.get("started") else None)
         rows.append((name, entry["state"] + (" (earlier)" if entry.get("skipped") else ""), str(entry["attempts"]),
                      _progress(run, entry["state"]), _duration(elapsed), _result(run, entry)))
     return rows

@@ -182,7 +182,8 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
 
     def submit(cell: Cell):
         entry = state["cells"][cell.name]
-        entry.update(state="queued", attempts=entry["attempts"] + 1, submitted=time.time())
+        entry.update(state="queued", attempts=entry["attempts"] + 1, submitted=time.time(), started=None,
+                     seconds=None)
         return task.remote(str(paths.cell(cell.name)), configs[cell.name], evaluate, spec.resources.cpus)
 
     running = {submit(cell): cell for cell in _round_robin(todo)}
@@ -193,9 +194,10 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
             for ref in ready:
                 cell = running.pop(ref)
                 entry = state["cells"][cell.name]
+                entry["seconds"] = round(time.time() - (entry.get("started") or entry["submitted"]), 1)
                 try:
                     ray.get(ref)
-                    entry.update(state="finished", error=None, seconds=round(time.time() - entry["submitted"], 1))
+                    entry.update(state="finished", error=None)
                 except Exception as exc:  # noqa: BLE001 - a cell's failure must not stop the others
                     _record_failure(paths, entry, exc)
                     if entry["attempts"] <= retries:
@@ -241,6 +243,8 @@ def _refresh_stages(paths: StudyPaths, state: dict, running) -> None:
             entry["state"] = info["stage"]
         elif "stage_since" not in info and info.get("status") == "running":  # a fresh run has started
             entry["state"] = "training"
+        if entry["state"] in ("training", "evaluating") and not entry.get("started"):
+            entry["started"] = time.time()
 
 
 def dry_run(study_file: str | Path) -> str:

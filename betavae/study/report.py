@@ -1,0 +1,393 @@
+"""A study's ``report.html``: Tables 2–4 beside the article's numbers, the findings, Fig. 9/10 and every
+cell's samples, traversals and KL bars, in one self-contained file (images as data: URIs, no external
+CSS or scripts), plus the tables as ``tables/*.csv`` and ``tables/*.md``."""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from betavae.config import ConfigError, RunConfig  # noqa: E402
+from betavae.figures import image_grid, with_row_labels  # noqa: E402
+from betavae.fileio import write_text  # noqa: E402
+from betavae.inference import load  # noqa: E402
+from betavae.runs import RunPaths, read_config, read_csv  # noqa: E402
+from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
+from betavae.study.findings import FACTOR_SCORES, CellResult, Finding, check_findings  # noqa: E402
+from betavae.study.folder import STATES, StudyPaths, read_state  # noqa: E402
+
+DASH = "—"
+PSNR_CAVEAT = ("The article does not say on which pixel scale PSNR was computed; PSNR near 29 dB beside SSIM near "
+               "0.2 suggests a scale other than [0, 1]. Ours: images mapped back to [0, 1], data range 1, so our "
+               "PSNR and the article's are not on the same scale and should not be compared directly.")
+CELL_FIGURES = (("samples", "Random samples", "random_samples.png", "random samples decoded from z ~ N(0, I)"),
+                ("traversals", "Latent traversals", "traversals_top_dims_from_image.png",
+                 "top dimensions by KL traversed from an encoded validation image"),
+                ("kl", "KL per latent dimension", "kl_per_dimension.png", "mean KL per dimension on validation images"))
+STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #ddd}
+th{background:#f4f4f4}.article{background:#fff6e0}figure{margin:1.2em 0}
+img{max-width:100%;image-rendering:pixelated}figcaption,.note{color:#555}"""
+
+
+@dataclass
+class Table:
+    """A report table: its file stem, column names and rows of display strings."""
+
+    key: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Writes the study's report (default ``STUDY/report.html``) and ``STUDY/tables/``; returns the report's path."""
+    paths = StudyPaths(Path(study_dir))
+    state = read_state(paths.root)
+    results = collect(paths.root, state)
+    grid_keys = state.get("grid_keys", [])
+    findings = check_findings(results, grid_keys)
+    tables = {"table2": table2(results, grid_keys), "table3": table3(results, grid_keys), "table4": table4(results),
+              "disentanglement": disentanglement_table(results), "findings": findings_table(findings)}
+    tables = {key: table for key, table in tables.items() if table is not None}
+    for table in tables.values():
+        write_table(paths.tables, table)
+    out = Path(out) if out else paths.report
+    write_text(out, _page(state, results, tables))
+    return out
+
+
+def collect(root: Path, state: dict) -> list[CellResult]:
+    """Every cell of ``study.json`` with its config, evaluation metrics and last validation row (when present)."""
+    return [_result(root, entry) for entry in state["cells"].values()]
+
+
+def _result(root: Path, entry: dict) -> CellResult:
+    paths = RunPaths(root / entry["run"])
+    finished = entry.get("state") == "finished"
+    metrics_file = paths.root / "eval" / "metrics.json"
+    validation = read_csv(paths.val_log) if finished else []
+    return CellResult(
+        name=entry["name"], dataset=entry["dataset"], values=entry.get("values", {}), state=entry.get("state", "pending"),
+        group=entry.get("group", "grid"), label=entry.get("label", ""), article=entry.get("article"),
+        describe=entry.get("describe", ""), error=entry.get("error"), run=paths.root, config=_config(paths),
+        metrics=json.loads(metrics_file.read_text()) if finished and metrics_file.is_file() else None,
+        final_val=validation[-1] if validation else None,
+    )
+
+
+def _config(paths: RunPaths) -> RunConfig | None:
+    try:
+        return read_config(paths.root) if paths.config.is_file() else None
+    except ConfigError:  # written by another version of betavae: show the cell without its config
+        return None
+
+
+def _article(result: CellResult) -> ArticleNumbers | None:
+    return article_numbers({"article": result.article}, result.config)
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+def table2(results: list[CellResult], grid_keys: list[str]) -> Table:
+    """Reconstruction quality of the grid cells (ours: validation, and outside images when evaluated)."""
+    grid = [r for r in results if r.group == "grid"]
+    outside = any("outside" in _reconstruction(r) for r in grid)
+    columns = ["dataset", *map(_key_label, grid_keys), "β·w", "SSIM", "PSNR (dB)", "n"]
+    columns += ["outside SSIM", "outside PSNR (dB)", "outside n"] if outside else []
+    columns += ["article dataset", "article SSIM", "article PSNR (dB)", "article n"]
+    rows = []
+    for r in grid:
+        row = [r.shown_label, *(_value(r.values.get(k)) for k in grid_keys), _effective(r)]
+        row += _scores(r, "validation") + (_scores(r, "outside") if outside else [])
+        rows.append(row + _article_scores(_article(r)))
+    return Table("table2_reconstruction", columns, rows)
+
+
+def table3(results: list[CellResult], grid_keys: list[str]) -> Table:
+    """FID and KID of the grid cells' prior samples, the article's FID beside."""
+    columns = ["dataset", *map(_key_label, grid_keys), "FID", "KID", "N samples", "N reference",
+               "article dataset", f"article FID (N = {FID_SAMPLES})"]
+    rows = []
+    for r in results:
+        if r.group != "grid":
+            continue
+        ours = [_status(r)] * 4
+        if r.finished:
+            m = r.metrics
+            ours = [_fixed(m.get("fid"), 1), _plus_minus(m.get("kid"), m.get("kid_std"), 4),
+                    _value(m.get("fid_n_samples")), _value(m.get("fid_n_reference"))]
+        article = _article(r)
+        theirs = [article.name, _fixed(article.fid, 3)] if article else [DASH, DASH]
+        rows.append([r.shown_label, *(_value(r.values.get(k)) for k in grid_keys), *ours, *theirs])
+    return Table("table3_sample_quality", columns, rows)
+
+
+def table4(results: list[CellResult]) -> Table:
+    """The extra cells (the article's batik KLD-weight runs) with the article's Table 4 beside."""
+    columns = ["dataset", "settings", "β·w", "SSIM", "PSNR (dB)", "n",
+               "article dataset", "article SSIM", "article PSNR (dB)", "article n"]
+    rows = [[r.shown_label, r.describe, _effective(r), *_scores(r, "validation"), *_article_scores(_article(r))]
+            for r in results if r.group == "extra"]
+    return Table("table4_extra_cells", columns, rows)
+
+
+def disentanglement_table(results: list[CellResult]) -> Table | None:
+    """Ground-truth factor scores of the cells that have them, or None when no cell has any."""
+    scored = [r for r in results if r.finished and any(k in r.metrics for k in FACTOR_SCORES)]
+    if not scored:
+        return None
+    keys = [k for k in FACTOR_SCORES if any(k in r.metrics for r in scored)]
+    rows = [[r.shown_label, r.describe, *(_fixed(r.metrics.get(k), 3) for k in keys)] for r in scored]
+    return Table("disentanglement", ["dataset", "settings", *keys], rows)
+
+
+def findings_table(findings: list[Finding]) -> Table:
+    """The findings as rows: the article's claim, our proxy, the verdict, counts and per-dataset detail."""
+    rows = [[f.finding, f.proxy, f.verdict, f.evidence, "; ".join(f.detail)] for f in findings]
+    return Table("findings", ["finding (article)", "proxy (ours)", "verdict", "evidence", "detail"], rows)
+
+
+def write_table(folder: Path, table: Table) -> None:
+    """Writes ``folder/KEY.csv`` and ``folder/KEY.md`` atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(table.columns)
+    writer.writerows(table.rows)
+    write_text(folder / f"{table.key}.csv", text.getvalue())
+    write_text(folder / f"{table.key}.md", markdown(table))
+
+
+def markdown(table: Table) -> str:
+    """A Markdown pipe table."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    return "\n".join([line(table.columns), line(["---"] * len(table.columns)), *map(line, table.rows)]) + "\n"
+
+
+def _reconstruction(result: CellResult) -> dict:
+    return (result.metrics or {}).get("reconstruction", {})
+
+
+def _scores(result: CellResult, kind: str) -> list[str]:
+    """SSIM and PSNR as mean ± std, and n, of one image set; the cell's state when it has not finished."""
+    if not result.finished:
+        return [_status(result)] * 3
+    scores = _reconstruction(result).get(kind)
+    if not scores:
+        return [DASH] * 3
+    return [_plus_minus(scores["ssim"]["mean"], scores["ssim"]["std"], 3),
+            _plus_minus(scores["psnr"]["mean"], scores["psnr"]["std"], 2), str(scores["n"])]
+
+
+def _article_scores(article: ArticleNumbers | None) -> list[str]:
+    if article is None:
+        return [DASH] * 4
+    return [article.name, _fixed(article.ssim, 3), _fixed(article.psnr, 3), _value(article.n)]
+
+
+def _effective(result: CellResult) -> str:
+    """The effective KL weight β·w of a β-VAE cell (what the literature calls the normalised β's analogue)."""
+    objective = result.config.objective if result.config else None
+    if objective is None or objective.name != "beta":
+        return DASH
+    return f"{objective.beta * objective.kld_weight:g}"
+
+
+def _status(result: CellResult) -> str:
+    return result.state if result.state != "finished" else "not evaluated"
+
+
+def _plus_minus(mean: float | None, std: float | None, digits: int) -> str:
+    if mean is None:
+        return DASH
+    if std is None or not math.isfinite(std):
+        return _fixed(mean, digits)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _fixed(value: float | None, digits: int) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def _value(value) -> str:
+    if value is None:
+        return DASH
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _key_label(key: str) -> str:
+    return "β" if key == "objective.beta" else key
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def fig9(results: list[CellResult]) -> bytes | None:
+    """Training curves, one row per dataset: reconstruction loss and KL, train solid, validation dashed."""
+    datasets = _grid_by_dataset(results)
+    if not datasets:
+        return None
+    figure, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.4 * len(datasets)), squeeze=False)
+    for row, (name, cells) in zip(axes, datasets.items()):
+        for i, cell in enumerate(cells):
+            train, val = read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)
+            for axis, term in zip(row, ("recon", "kl")):
+                axis.plot([r["step"] for r in train], [r[term] for r in train], "-", color=f"C{i}",
+                          label=f"{cell.describe} train")
+                axis.plot([r["step"] for r in val], [r[term] for r in val], "o--", color=f"C{i}",
+                          label=f"{cell.describe} validation")
+        for axis, title in zip(row, ("reconstruction loss", "KL divergence (nats)")):
+            axis.set(title=f"{name}: {title}", xlabel="step")
+            axis.grid(alpha=0.3)
+        row[0].legend(fontsize="small")
+    figure.tight_layout()
+    return _figure_png(figure)
+
+
+def fig10(cells: list[CellResult], count: int = 8) -> tuple[bytes, list[str]]:
+    """Ground truth and each cell's reconstruction of the same validation images (from the first cell's data);
+    also the cells left out because their images have another size or channel count."""
+    first = load(cells[0].run)
+    images = first.images(first.validation_sample(count, seed=0))
+    rows, labels, skipped = [images], ["ground truth"], []  # Pillow's default font has no "β"
+    for cell in cells:
+        trained = first if cell is cells[0] else load(cell.run)
+        if (trained.image_size, trained.channels) != (first.image_size, first.channels):
+            skipped.append(cell.describe)
+            continue
+        rows.append(trained.reconstruct(images))
+        labels.append(cell.describe.replace("β", "beta"))
+    grid = image_grid(torch.cat(rows), nrow=len(images), scale=2)
+    return _image_png(with_row_labels(grid, labels, grid.height // len(labels))), skipped
+
+
+def _grid_by_dataset(results: list[CellResult]) -> dict[str, list[CellResult]]:
+    datasets: dict[str, list[CellResult]] = {}
+    for r in results:
+        if r.finished and r.group == "grid":
+            datasets.setdefault(r.shown_label, []).append(r)
+    return datasets
+
+
+def _figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _image_png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------- page
+
+def _page(state: dict, results: list[CellResult], tables: dict[str, Table]) -> str:
+    """The whole HTML page: a contents line, then one section per (id, title, body)."""
+    name = html.escape(state.get("name", "study"))
+    sections = [("overview", "Overview", _overview(state, results)),
+                ("table2", "Table 2 — reconstruction quality", _html_table(tables["table2"]) + _table2_notes()),
+                ("table3", "Table 3 — sample quality", _html_table(tables["table3"]) + _note(
+                    "FID and KID of N samples decoded from z ~ N(0, I) against N reference training images. "
+                    f"The article's FID used N = {FID_SAMPLES} samples and an unstated reference set and feature "
+                    "network; FID is biased by N, so compare only at equal N and reference set. "
+                    f"{DASH}: evaluated without FID.")),
+                ("table4", "Table 4 — extra cells", _html_table(tables["table4"]) if tables["table4"].rows
+                 else _note("The study has no extra cells."))]
+    if "disentanglement" in tables:
+        sections.append(("disentanglement", "Disentanglement (ground-truth factors)",
+                         _html_table(tables["disentanglement"])))
+    sections += [("findings", "Findings of the article, checked", _html_table(tables["findings"]) + _note(
+                     "Each finding is checked with the measurable proxy named beside it; β is compared only within "
+                     "a dataset among grid cells that differ in nothing else.")),
+                 ("fig9", "Fig. 9 — training curves", _fig9_body(results)),
+                 ("fig10", "Fig. 10 — ground truth and reconstructions", _fig10_body(results))]
+    sections += [(key, title, _cell_figures(results, file, what)) for key, title, file, what in CELL_FIGURES]
+    contents = " · ".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
+    body = "\n".join(f'<section><h2 id="{key}">{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>betavae study {name}</title>'
+            f"<style>{STYLE}</style></head>\n<body><h1>Study {name}</h1><p>{contents}</p>\n{body}\n</body></html>\n")
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{html.escape(text)}</p>'
+
+
+def _overview(state: dict, results: list[CellResult]) -> str:
+    counts = Counter(r.state for r in results)
+    shown = ", ".join(f"{counts[s]} {s}" for s in [*STATES, *sorted(set(counts) - set(STATES))] if counts[s])
+    body = (f"<p>{html.escape(state.get('description') or '')}</p>"
+            f"<p>{len(results)} cells: {html.escape(shown)}. Grid: {html.escape(', '.join(state.get('grid_keys', [])) or DASH)}."
+            f" Study file: <code>{html.escape(str(state.get('study_file', DASH)))}</code></p>")
+    failed = [r for r in results if r.state == "failed"]
+    if failed:
+        table = Table("failed", ["cell", "dataset", "settings", "attempts", "error"],
+                      [[r.name, r.shown_label, r.describe, _value(_attempts(state, r)), r.error or DASH] for r in failed])
+        body += f'<h3 id="failed">Failed cells</h3>{_html_table(table)}'
+    return body
+
+
+def _attempts(state: dict, result: CellResult):
+    return state["cells"][result.name].get("attempts")
+
+
+def _table2_notes() -> str:
+    return (_note("SSIM and PSNR: mean ± standard deviation over n validation images (and the outside images, when "
+                  "the study evaluated a folder of them as the article did), reconstructions from the posterior mean. "
+                  "β·w: the effective weight on the KL term (the study's β times the KLD weight w) of a per-element "
+                  "MSE, the number to use when comparing β with the literature. Columns headed “article” are the "
+                  "article's Table 2, shown where a cell reproduces its dataset, β and KLD weight 0.0025.")
+            + _note(PSNR_CAVEAT))
+
+
+def _html_table(table: Table) -> str:
+    article = [c.startswith("article") for c in table.columns]
+    head = "".join(f'<th{" class=article" if a else ""}>{html.escape(c)}</th>' for c, a in zip(table.columns, article))
+    body = "".join("<tr>" + "".join(f'<td{" class=article" if a else ""}>{html.escape(v)}</td>'
+                                    for v, a in zip(row, article)) + "</tr>" for row in table.rows)
+    return f'<table data-name="{html.escape(table.key)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _fig9_body(results: list[CellResult]) -> str:
+    png = fig9(results)
+    return _img(png, "Training curves per dataset: reconstruction loss and KL; train solid, validation dashed "
+                     "with markers; one colour per grid cell") if png else _note("No finished grid cells.")
+
+
+def _fig10_body(results: list[CellResult]) -> str:
+    parts = []
+    for name, cells in _grid_by_dataset(results).items():
+        png, skipped = fig10(cells)
+        caption = (f"{name}: the same 8 validation images (seed 0), ground truth then each cell's reconstruction "
+                   "from the posterior mean")
+        parts.append(_img(png, caption + (f"; left out (other image size): {', '.join(skipped)}" if skipped else "")))
+    return "".join(parts) or _note("No finished grid cells.")
+
+
+def _cell_figures(results: list[CellResult], file: str, what: str) -> str:
+    parts = []
+    for r in results:
+        path = r.run / "eval" / file
+        if r.finished and path.is_file():
+            parts.append(_img(path.read_bytes(), f"{r.name} ({r.shown_label}, {r.describe}): {what}"))
+    return "".join(parts) or _note("No finished cells with this figure.")
