@@ -36,7 +36,7 @@ $(CHROMIUM):
 	  { echo "make test needs Debian's chromium at $(CHROMIUM): apt-get install -y chromium"; exit 1; }
 
 test: $(VENV)/.installed-dev | $(CHROMIUM)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run_all.py

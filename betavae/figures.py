@@ -101,7 +101,7 @@ def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> Path:
             steps = np.array([row["step"] for row in train])
             values = np.array([row[term] for row in train])
             axis.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
-            axis.plot(steps, _smooth(values), color="tab:blue", label="train")
+            axis.plot(steps, smooth(values), color="tab:blue", label="train")
         if val:
             axis.plot([r["step"] for r in val], [r[term] for r in val], "o-", color="tab:orange", label="validation")
         axis.set(title=title, xlabel="step")
@@ -113,7 +113,8 @@ def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> Path:
     return save_figure(figure, out_path)
 
 
-def _smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
+def smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
+    """Trailing moving mean over ``window`` values (the first values padded with the first one)."""
     if len(values) < window:
         return values
     kernel = np.ones(window) / window

@@ -11,11 +11,10 @@ import yaml
 from betavae.study.folder import StudyPaths, read_state
 from betavae.study.runner import run_study
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray instance for the module, in one xdist worker
-
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray instance for the module (`make test` sends a whole file to one xdist worker)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 

@@ -17,10 +17,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from betavae.config import ConfigError, RunConfig  # noqa: E402
-from betavae.figures import image_grid, with_row_labels  # noqa: E402
+from betavae.figures import image_grid, smooth, with_row_labels  # noqa: E402
 from betavae.fileio import write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
 from betavae.runs import RunPaths, read_config, read_csv  # noqa: E402
@@ -244,16 +245,32 @@ def fig9(results: list[CellResult]) -> bytes | None:
         for i, cell in enumerate(cells):
             train, val = read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)
             for axis, term in zip(row, ("recon", "kl")):
-                axis.plot([r["step"] for r in train], [r[term] for r in train], "-", color=f"C{i}",
-                          label=f"{cell.describe} train")
+                steps, values = [r["step"] for r in train], np.array([r[term] for r in train])
+                axis.plot(steps, values, "-", color=f"C{i}", alpha=0.2, linewidth=0.8)
+                axis.plot(steps, smooth(values), "-", color=f"C{i}", label=f"{cell.describe} train (smoothed)")
                 axis.plot([r["step"] for r in val], [r[term] for r in val], "o--", color=f"C{i}",
                           label=f"{cell.describe} validation")
-        for axis, title in zip(row, ("reconstruction loss", "KL divergence (nats)")):
+        for axis, term, title in zip(row, ("recon", "kl"), ("reconstruction loss", "KL divergence (nats)")):
             axis.set(title=f"{name}: {title}", xlabel="step")
+            axis.set_ylim(*_settled_range(cells, term))
             axis.grid(alpha=0.3)
         row[0].legend(fontsize="small")
     figure.tight_layout()
     return _figure_png(figure)
+
+
+def _settled_range(cells: list[CellResult], term: str, skip: float = 0.05) -> tuple[float, float]:
+    """The y range of a term after the first ``skip`` of training (the first steps' spike would flatten the rest)."""
+    values = []
+    for cell in cells:
+        rows = read_csv(RunPaths(cell.run).train_log) + read_csv(RunPaths(cell.run).val_log)
+        last = max((r["step"] for r in rows), default=0)
+        values += [r[term] for r in rows if r["step"] >= skip * last]
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    margin = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+    return low - margin, high + margin
 
 
 def fig10(cells: list[CellResult], count: int = 8) -> tuple[bytes, list[str]]:
