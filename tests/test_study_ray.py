@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -84,3 +86,18 @@ def test_a_restart_skips_finished_cells_and_retries_failed_ones(first_run, study
         assert state["cells"][name]["attempts"] == 0
         assert checkpoints[name].stat().st_mtime_ns == before[name]
     assert state["cells"]["broken_beta1"]["state"] == "failed" and state["cells"]["broken_beta1"]["attempts"] == 2
+
+
+def test_the_cli_runs_a_study_on_an_existing_cluster_and_leaves_it_running(local_ray, study_file):
+    study = yaml.safe_load(study_file.read_text())
+    study.update(name="on-cluster", datasets={"dsprites": {}}, grid={"objective.beta": [2]}, extra=[])
+    path = study_file.parent / "on-cluster.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    out = study_file.parent / "on-cluster"
+    address = local_ray.get_runtime_context().gcs_address
+    done = subprocess.run([sys.executable, "-m", "betavae.cli", "study", str(path), "--out", str(out),
+                           "--address", address, "--quiet"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"report: {out / 'report.html'}" in done.stdout
+    assert read_state(out)["cells"]["dsprites_beta2"]["state"] == "finished"
+    assert local_ray.cluster_resources()["CPU"] == 2  # the cluster the study joined is still up
