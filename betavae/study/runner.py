@@ -21,6 +21,7 @@ from betavae.fileio import write_text
 from betavae.runs import RunPaths, read_config, read_info, update_info
 from betavae.study.folder import StudyPaths, cell_finished, write_state
 from betavae.study.progress import LiveTable
+from betavae.study.report import write_report
 from betavae.study.spec import Cell, StudySpec, load_study
 
 POLL_SECONDS = 1.0
@@ -79,8 +80,6 @@ def run_study(study_file: str | Path, out: str | Path | None = None, address: st
         with _ray(address, num_cpus, spec) as ray:
             _execute(ray, spec, todo, configs, paths, state, table, retries)
     table.show(state)
-    from betavae.study.report import write_report
-
     write_report(paths.root)
     return state
 
