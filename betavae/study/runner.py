@@ -27,7 +27,7 @@ from betavae.study.spec import Cell, StudySpec, load_study
 POLL_SECONDS = 1.0
 
 
-def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> dict:
+def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
     """Trains (or resumes) and evaluates one cell; calling it again after a crash continues the work.
 
     Runs inside a Ray worker; ``config`` is a resolved run config, ``evaluate`` an ``EvaluateSpec`` dict.
@@ -49,7 +49,6 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         evaluate_run(paths.root, EvaluateSpec.model_validate(evaluate).options(device))
     _stage(paths, "finished")
-    return {"run": str(paths.root)}
 
 
 def _stage(paths: RunPaths, stage: str) -> None:
