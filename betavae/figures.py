@@ -1,12 +1,14 @@
 """Figures of a run: image grids, training curves, latent traversals (PNG via Pillow/matplotlib)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+from matplotlib import font_manager  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -39,7 +41,7 @@ def image_grid(images01: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 
 
 def with_row_labels(grid: Image.Image, labels: Sequence[str], row_height: int) -> Image.Image:
     """Adds a white column on the left with one text label (lines split at ``\\n``) per grid row."""
-    font = ImageFont.load_default()
+    font = _label_font()
     width = max([_MIN_LABEL_WIDTH] + [int(font.getlength(line)) + 8 for label in labels for line in label.split("\n")])
     labelled = Image.new("RGB", (grid.width + width, grid.height), "white")
     labelled.paste(grid.convert("RGB"), (width, 0))
@@ -48,6 +50,15 @@ def with_row_labels(grid: Image.Image, labels: Sequence[str], row_height: int) -
         top = _PAD + r * row_height + row_height // 2 - 6 * (label.count("\n") + 1)
         draw.multiline_text((3, top), label, fill="black", font=font)
     return labelled
+
+
+@functools.cache
+def _label_font() -> ImageFont.ImageFont:
+    """DejaVu Sans, which matplotlib ships (Pillow's default font has no Greek, e.g. β)."""
+    try:
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    except (OSError, ValueError):
+        return ImageFont.load_default()
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

@@ -278,14 +278,14 @@ def fig10(cells: list[CellResult], count: int = 8) -> tuple[bytes, list[str]]:
     also the cells left out because their images have another size or channel count."""
     first = load(cells[0].run)
     images = first.images(first.validation_sample(count, seed=0))
-    rows, labels, skipped = [images], ["ground truth"], []  # Pillow's default font has no "β"
+    rows, labels, skipped = [images], ["ground truth"], []
     for cell in cells:
         trained = first if cell is cells[0] else load(cell.run)
         if (trained.image_size, trained.channels) != (first.image_size, first.channels):
             skipped.append(cell.describe)
             continue
         rows.append(trained.reconstruct(images))
-        labels.append(cell.describe.replace("β", "beta"))
+        labels.append(cell.describe)
     grid = image_grid(torch.cat(rows), nrow=len(images), scale=2)
     return _image_png(with_row_labels(grid, labels, grid.height // len(labels))), skipped
 
@@ -387,8 +387,8 @@ def _img(png: bytes, caption: str) -> str:
 
 def _fig9_body(results: list[CellResult]) -> str:
     png = fig9(results)
-    return _img(png, "Training curves per dataset: reconstruction loss and KL; train solid, validation dashed "
-                     "with markers; one colour per grid cell") if png else _note("No finished grid cells.")
+    return _img(png, "Training curves per dataset: reconstruction loss and KL; train solid (smoothed; raw faint), "
+                     "validation dashed with markers; one colour per grid cell") if png else _note("No finished grid cells.")
 
 
 def _fig10_body(results: list[CellResult]) -> str:
