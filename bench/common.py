@@ -79,7 +79,8 @@ def machine() -> dict:
     """What the numbers were measured on."""
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version()}
+            "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def write_results(name: str, payload: dict) -> Path:

@@ -25,16 +25,23 @@ from betavae.objectives import BetaVAE
 from common import interleaved, parser, report, table, throughput
 
 BATCH_SIZES = (64, 144)
-VARIANTS = {"baseline (eager fp32 NCHW)": (False, False), "channels_last": (True, False),
-            "compile": (False, True), "channels_last + compile": (True, True)}
+# name → (channels_last, compile, device, bf16 autocast)
+VARIANTS = {"baseline (eager fp32 NCHW)": (False, False, "cpu", False), "channels_last": (True, False, "cpu", False),
+            "compile": (False, True, "cpu", False), "channels_last + compile": (True, True, "cpu", False)}
+if torch.cuda.is_available():  # absolute GPU numbers beside the CPU ones (ratios are then vs the CPU baseline)
+    VARIANTS |= {"CUDA eager fp32 NCHW": (False, False, "cuda", False),
+                 "CUDA channels_last + bf16 autocast": (True, False, "cuda", True)}
+CUDA_STEP_FACTOR = 20  # GPU steps are ~100× shorter: time more of them
 OBJECTIVE = BetaVAE(beta=10, kld_weight=0.0025, reconstruction="mse_mean")
 
 
-def make_step(batch_size: int, channels_last: bool, compile_model: bool) -> Callable[[], None]:
-    """One Adam training step of a freshly initialised `paper` model on a fixed random batch."""
+def make_step(batch_size: int, channels_last: bool, compile_model: bool, device: str = "cpu",
+              bf16: bool = False) -> Callable[[], None]:
+    """One Adam training step of a freshly initialised `paper` model on a fixed random batch
+    (on CUDA the step waits for the GPU, so that wall time measures it)."""
     torch.manual_seed(0)
-    model = ConvVAE(64, 3, **PRESETS["paper"]).train()
-    x = torch.rand(batch_size, 3, 64, 64)
+    model = ConvVAE(64, 3, **PRESETS["paper"]).train().to(device)
+    x = torch.rand(batch_size, 3, 64, 64, device=device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -42,10 +49,13 @@ def make_step(batch_size: int, channels_last: bool, compile_model: bool) -> Call
     forward = torch.compile(model) if compile_model else model
 
     def step() -> None:
-        loss = OBJECTIVE(x, forward(x)).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = OBJECTIVE(x, forward(x)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     return step
 
@@ -64,7 +74,8 @@ def bench_batch(batch_size: int, repeats: int, steps: int, warmup: int) -> tuple
     for step in built.values():
         for _ in range(warmup):
             step()
-    measures = {name: (lambda s=step: throughput(s, batch_size, steps, warmup=1)) for name, step in built.items()}
+    measures = {name: (lambda s=step, n=steps * (CUDA_STEP_FACTOR if VARIANTS[name][2] == "cuda" else 1):
+                       throughput(s, batch_size, n, warmup=1)) for name, step in built.items()}
     return interleaved(measures, repeats), first
 
 
@@ -94,6 +105,8 @@ def main() -> None:
         compile_note = ", ".join(f"{name}: {seconds:.1f} s" for name, seconds in first.items())
         tables.append(table(title, values, "baseline (eager fp32 NCHW)") + f"\n\nFirst step (incl. compile): {compile_note}")
         payload["batches"][batch_size] = {"images_per_s": values, "first_step_s": first}
+    if torch.cuda.is_available():
+        tables.append(f"CUDA variants on {torch.cuda.get_device_name(0)}; their ratio is against the CPU baseline.")
     if args.profile:
         tables.append(profile_table(BATCH_SIZES[0]))
     report("train_step", tables, payload)
