@@ -20,7 +20,7 @@ FACTOR_SCORES = ("beta_vae", "factor_vae", "mig", "sap", "dci_disentanglement", 
 # Metrics ranked across cells: (name, +1 when higher is better, label).
 RANKED = (("ssim", 1, "SSIM"), ("psnr", 1, "PSNR"), ("fid", -1, "FID"))
 _METRIC_KEYS = {"ssim": "ssim_val", "psnr": "psnr_val", "fid": "fid", "active_dims": "active_dims", "mig": "mig"}
-_VAL_KEYS = {"recon": "recon", "kl": "kl"}
+_VAL_KEYS = ("recon", "kl")  # read from the last validation row
 
 
 @dataclass
@@ -52,7 +52,7 @@ class CellResult:
     def value(self, metric: str) -> float | None:
         """A number of the cell: ssim, psnr, fid, active_dims, mig (eval) or recon, kl (final validation)."""
         if metric in _VAL_KEYS:
-            return (self.final_val or {}).get(_VAL_KEYS[metric])
+            return (self.final_val or {}).get(metric)
         return (self.metrics or {}).get(_METRIC_KEYS.get(metric, metric))
 
 
