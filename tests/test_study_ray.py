@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from betavae.study.folder import StudyPaths, read_state
 from betavae.study.runner import run_study
@@ -30,11 +32,16 @@ def study_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     empty = root / "not-prepared"
     empty.mkdir()  # exists, so the pre-flight check passes, but holds no prepared data: the cell fails
+    photos = root / "photos"  # outside images for PSNR/SSIM, as the article evaluated
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (40, 48), dtype=np.uint8)).save(photos / f"{i}.png")
     study = {
         "name": "two-cells",
         "base": {"data": {"name": "dsprites", "num_images": 256, "image_size": 32}, "model": {"preset": "tiny"},
                  "train": {"max_steps": 8, "batch_size": 16, "lr": 0.003, "checkpoint_every": 4, "val_every": 4}},
-        "datasets": {"dsprites": {}, "broken": {"set": {"data.name": "prepared", "data.path": str(empty)}}},
+        "datasets": {"dsprites": {"images": str(photos)},
+                     "broken": {"set": {"data.name": "prepared", "data.path": str(empty)}}},
         "grid": {"objective.beta": [1]},
         "extra": [{"dataset": "dsprites", "set": {"objective.beta": 4}}],
         "evaluate": {"fid": False, "max_images": 32, "disentanglement_points": 200, "dci_points": 100, "top_k": 2},
@@ -58,7 +65,7 @@ def test_cells_run_on_ray_into_one_run_folder_each(first_run):
     for name in ("dsprites_beta1", "dsprites_beta4"):
         run = StudyPaths(out).cell(name)
         metrics = json.loads((run / "eval" / "metrics.json").read_text())
-        assert metrics["n_val"] == 32 and "mig" in metrics
+        assert metrics["n_val"] == 32 and metrics["n_outside"] == 3 and "mig" in metrics
         assert yaml.safe_load((run / "config.yaml").read_text())["train"]["progress"] is False
         assert cells[name]["attempts"] == 1 and cells[name]["error"] is None
     assert read_state(out)["cells"] == cells

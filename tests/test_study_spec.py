@@ -11,7 +11,7 @@ from betavae.config import ConfigError
 from betavae.runs import RunPaths, update_info
 from betavae.study.folder import StudyPaths
 from betavae.study.progress import LiveTable, render, table_rows
-from betavae.study.runner import _check_inputs, _initial_state, _resolved, _round_robin
+from betavae.study.runner import _check_inputs, _evaluation, _initial_state, _resolved, _round_robin
 from betavae.study.spec import cell_name, load_study
 from betavae.training import train, train_or_resume
 from tests.conftest import tiny_config
@@ -171,3 +171,17 @@ def test_cells_are_submitted_one_dataset_at_a_time_in_turn():
     _, cells = load_study(REPO / "studies" / "demo.yaml")
     order = [c.dataset for c in _round_robin(cells)]
     assert order[:4] == ["shapes-rgb", "dsprites", "shapes-rgb", "dsprites"] and sorted(order) == sorted(c.dataset for c in cells)
+
+
+def test_a_datasets_outside_images_win_over_the_studys_and_must_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative folders are relative to the working directory, as data.path
+    (tmp_path / "photos").mkdir()
+    path = write_study(
+        tmp_path, datasets={"a": {"set": {"data.name": "dsprites"}, "images": "photos"},
+                            "b": {"set": {"data.name": "shapes-rgb"}}},
+        grid={"objective.beta": [1]}, evaluate={"images": "everyone"})
+    spec, cells = load_study(path)
+    assert [c.images for c in cells] == ["photos", "everyone"]
+    with pytest.raises(ConfigError, match="outside-image folders not found.*:\n  - b: everyone$"):
+        _check_inputs(cells, {c.name: _resolved(c.config) for c in cells}, StudyPaths(tmp_path / "out"))
+    assert _evaluation(spec, cells[0])["images"] == str(tmp_path / "photos")

@@ -92,15 +92,33 @@ def _resolved(config: RunConfig) -> dict:
     return raw
 
 
+def _evaluation(spec: StudySpec, cell: Cell) -> dict:
+    """The cell's evaluation settings as sent to a worker: its dataset's outside images, path absolute."""
+    images = str(Path(cell.images).expanduser().resolve()) if cell.images else None
+    return {**spec.evaluate.model_dump(), "images": images}
+
+
 def _check_inputs(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths) -> None:
-    """Fails before any work when prepared data are missing or a cell folder holds another config."""
+    """Fails before any work when prepared data or outside-image folders are missing, or a cell folder
+    holds another config."""
     missing = sorted({(c.dataset, configs[c.name]["data"]["path"]) for c in cells
                       if configs[c.name]["data"]["name"] == "prepared" and not Path(configs[c.name]["data"]["path"]).is_dir()})
     if missing:
-        lines = "\n  - ".join(f"{dataset}: {path}" for dataset, path in missing)
-        raise ConfigError(f"prepared data not found:\n  - {lines}\nprepare each with `betavae prepare` "
+        raise ConfigError(f"prepared data not found:{_listing(missing)}\nprepare each with `betavae prepare` "
                           "(the dataset's config file in configs/ gives the command) or set its data.path "
                           "in the study file")
+    folders = sorted({(c.dataset, c.images) for c in cells if c.images and not Path(c.images).expanduser().is_dir()})
+    if folders:
+        raise ConfigError(f"outside-image folders not found (datasets.*.images / evaluate.images):{_listing(folders)}")
+    _check_cell_folders(cells, configs, paths)
+
+
+def _listing(pairs: list[tuple[str, str]]) -> str:
+    return "".join(f"\n  - {dataset}: {path}" for dataset, path in pairs)
+
+
+def _check_cell_folders(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths) -> None:
+    """A cell folder trained with another config is never silently reused."""
     for cell in cells:
         run = paths.cell(cell.name)
         if not RunPaths(run).config.is_file():
@@ -176,13 +194,13 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
              state: dict, table: LiveTable, retries: int) -> None:
     """Submits the cells, retries a failure once, records every state change until all are done."""
     task = ray.remote(run_cell).options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, max_retries=0)
-    evaluate = spec.evaluate.model_dump()
 
     def submit(cell: Cell):
         entry = state["cells"][cell.name]
         entry.update(state="queued", attempts=entry["attempts"] + 1, submitted=time.time(), started=None,
                      seconds=None)
-        return task.remote(str(paths.cell(cell.name)), configs[cell.name], evaluate, spec.resources.cpus)
+        return task.remote(str(paths.cell(cell.name)), configs[cell.name], _evaluation(spec, cell),
+                           spec.resources.cpus)
 
     running = {submit(cell): cell for cell in _round_robin(todo)}
     write_state(paths, state)

@@ -49,6 +49,8 @@ class DatasetSpec(_Strict):
     article: Literal["cars", "celeba", "cats", "batik"] | None = Field(
         None, description="the article's dataset this one reproduces (its numbers are shown beside ours)")
     label: str | None = Field(None, description="name shown in the report (default: the key)")
+    images: str | None = Field(None, description="folder of outside images for this dataset's PSNR/SSIM "
+                               "(the article's evaluation photos; wins over evaluate.images)")
 
 
 class ExtraCell(_Strict):
@@ -134,6 +136,7 @@ class Cell:
     config: RunConfig = field(compare=False)
     article: str | None = None
     label: str = ""
+    images: str | None = None  # outside images for PSNR/SSIM, if any
 
     def describe(self) -> str:
         """The cell's varied values, e.g. ``β=10`` or ``β=1, kld_weight=1e-06``."""
@@ -183,7 +186,8 @@ def _cell(spec: StudySpec, root: Path, dataset: str, group: str, values: dict[st
         config = validate_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"cell {name!r}: {exc}") from None
-    return Cell(name, dataset, group, values, config, source.article, source.label or dataset)
+    return Cell(name, dataset, group, values, config, source.article, source.label or dataset,
+                source.images or spec.evaluate.images)
 
 
 def _read_config(root: Path, relative: str) -> dict:
