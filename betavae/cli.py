@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"betavae {args.command}: training stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = {"train": "; continue with `betavae train --resume RUN`", "demo": "; rerun it to continue"}
+        hint = {"train": "; continue with `betavae train --resume RUN`", "demo": "; rerun it to continue",
+                "study": "; run the same command again to continue (finished cells are kept)"}
         print(f"\nbetavae {args.command}: interrupted{hint.get(args.command, '')}", file=sys.stderr)
         return 130
 

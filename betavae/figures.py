@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from betavae.data.transforms import unit_to_uint8  # noqa: E402
-from betavae.fileio import atomic_path  # noqa: E402
+from betavae.fileio import write_bytes  # noqa: E402
 from betavae.runs import RunPaths, read_csv  # noqa: E402
 
 _PAD = 2
@@ -61,18 +62,30 @@ def _label_font() -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def image_png(image: Image.Image) -> bytes:
+    """A Pillow image encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def figure_png(figure: plt.Figure) -> bytes:
+    """A matplotlib figure encoded as PNG (110 dpi, tight box); the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Atomically saves a Pillow image as PNG."""
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+    write_bytes(path, image_png(image))
     return Path(path)
 
 
 def save_figure(figure: plt.Figure, path: str | Path) -> Path:
     """Atomically saves a matplotlib figure as PNG and closes it."""
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    write_bytes(path, figure_png(figure))
     return Path(path)
 
 

@@ -68,6 +68,7 @@ def test_cells_run_on_ray_into_one_run_folder_each(first_run):
         assert metrics["n_val"] == 32 and metrics["n_outside"] == 3 and "mig" in metrics
         assert yaml.safe_load((run / "config.yaml").read_text())["train"]["progress"] is False
         assert cells[name]["attempts"] == 1 and cells[name]["error"] is None
+        assert cells[name]["headline"] == {"psnr_val": metrics["psnr_val"], "ssim_val": metrics["ssim_val"]}
     assert read_state(out)["cells"] == cells
     assert (out / "study.yaml").read_text() == (out.parent / "study.yaml").read_text()
 
@@ -90,7 +91,7 @@ def test_a_restart_skips_finished_cells_and_retries_failed_ones(first_run, study
     state = run_study(study_file, out, live=False)
     for name in checkpoints:
         assert state["cells"][name]["state"] == "finished" and state["cells"][name]["skipped"] is True
-        assert state["cells"][name]["attempts"] == 0
+        assert state["cells"][name]["attempts"] == 0 and state["cells"][name]["headline"]["psnr_val"] > 0
         assert checkpoints[name].stat().st_mtime_ns == before[name]
     assert state["cells"]["broken_beta1"]["state"] == "failed" and state["cells"]["broken_beta1"]["attempts"] == 2
 

@@ -326,13 +326,13 @@ def _config(**objective):
 
 
 def test_article_numbers_match_dataset_objective_beta_and_kld_weight():
-    found = article_numbers({"article": "celeba"}, _config(beta=10))
+    found = article_numbers("celeba", _config(beta=10))
     assert (found.table, found.ssim, found.psnr, found.n, found.fid, found.fid_samples) == (
         "2", 0.293, 29.668, 2036, 138.452, 2400)
-    assert article_numbers({"article": "batik"}, _config(beta=1, kld_weight=0.000001)).ssim == -0.018
-    assert article_numbers({"article": "batik"}, _config(beta=1)).psnr == 27.930
-    assert article_numbers({"article": None}, _config(beta=10)) is None
-    assert article_numbers({"article": "celeba"}, _config(beta=4)) is None
-    assert article_numbers({"article": "celeba"}, _config(beta=10, kld_weight=0.01)) is None
-    assert article_numbers({"article": "celeba"}, _config(beta=10, reconstruction="bernoulli")) is None
-    assert article_numbers({"article": "celeba"}, None) is None
+    assert article_numbers("batik", _config(beta=1, kld_weight=0.000001)).ssim == -0.018
+    assert article_numbers("batik", _config(beta=1)).psnr == 27.930
+    assert article_numbers(None, _config(beta=10)) is None
+    assert article_numbers("celeba", _config(beta=4)) is None
+    assert article_numbers("celeba", _config(beta=10, kld_weight=0.01)) is None
+    assert article_numbers("celeba", _config(beta=10, reconstruction="bernoulli")) is None
+    assert article_numbers("celeba", None) is None

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from betavae.data.transforms import uint8_to_unit, unit_to_uint8
-from betavae.figures import image_grid, traversal_images
+from betavae.figures import image_grid, image_png, traversal_images
 from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
 from betavae.sampling import prior_codes, write_samples
 
@@ -112,9 +112,7 @@ def png_bytes(images01: torch.Tensor, nrow: int = 8) -> bytes:
         image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
     else:
         image = image_grid(images01, nrow=nrow)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_png(image)
 
 
 def read_upload(data: bytes, channels: int, size: int) -> torch.Tensor:

@@ -49,13 +49,12 @@ class ArticleNumbers:
         return DATASET_NAMES[self.dataset]
 
 
-def article_numbers(cell: dict, config: RunConfig | None) -> ArticleNumbers | None:
-    """The article's numbers for a ``study.json`` cell entry with its resolved config, or None.
+def article_numbers(dataset: str | None, config: RunConfig | None) -> ArticleNumbers | None:
+    """The article's numbers for a cell of the study dataset reproducing the article's ``dataset``, or None.
 
-    A cell matches when its dataset names an ``article`` dataset and its config is the article's
+    A cell matches when ``dataset`` is one of the article's and its resolved config is the article's
     objective (β-VAE, per-element MSE) with the same β and KLD weight.
     """
-    dataset = cell.get("article")
     if config is None or dataset not in DATASET_NAMES:
         return None
     objective = config.objective

@@ -11,11 +11,7 @@ def _study(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(args.study), end="")
         return 0
-    try:
-        state = run_study(args.study, args.out, args.address, args.num_cpus, args.retries, live=not args.quiet)
-    except KeyboardInterrupt:
-        print("\nbetavae study: interrupted; run the same command again to continue (finished cells are kept)")
-        return 130
+    state = run_study(args.study, args.out, args.address, args.num_cpus, args.retries, live=not args.quiet)
     failed = [name for name, entry in state["cells"].items() if entry["state"] == "failed"]
     print(f"report: {Path(state['folder']) / 'report.html'}")
     if failed:

@@ -1,7 +1,6 @@
 """The live table of a running study: one row per cell with its state, progress, time and result."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ def table_rows(paths: StudyPaths, state: dict) -> list[tuple[str, ...]]:
         elapsed = entry["seconds"] if entry.get("seconds") is not None else (
             now - entry["started"] if entry.get("started") else None)
         rows.append((name, entry["state"] + (" (earlier)" if entry.get("skipped") else ""), str(entry["attempts"]),
-                     _progress(run, entry["state"]), _duration(elapsed), _result(run, entry)))
+                     _progress(run, entry["state"]), _duration(elapsed), _result(entry)))
     return rows
 
 
@@ -83,14 +82,13 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _result(run: RunPaths, entry: dict) -> str:
-    if entry["state"] == "failed" or (entry["state"] == "retrying" and entry.get("error")):
-        return entry["error"] or ""
-    metrics_path = run.root / "eval" / "metrics.json"
-    if entry["state"] != "finished" or not metrics_path.is_file():
+def _result(entry: dict) -> str:
+    if entry["state"] in ("failed", "retrying"):
+        return entry.get("error") or ""
+    headline = entry.get("headline") if entry["state"] == "finished" else None
+    if not headline:
         return ""
-    metrics = json.loads(metrics_path.read_text())
-    parts = [f"PSNR {metrics['psnr_val']:.2f}", f"SSIM {metrics['ssim_val']:.3f}"]
-    if "fid" in metrics:
-        parts.append(f"FID {metrics['fid']:.1f}")
+    parts = [f"PSNR {headline['psnr_val']:.2f}", f"SSIM {headline['ssim_val']:.3f}"]
+    if "fid" in headline:
+        parts.append(f"FID {headline['fid']:.1f}")
     return "  ".join(parts)

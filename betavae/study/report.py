@@ -21,13 +21,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from betavae.config import ConfigError, RunConfig  # noqa: E402
-from betavae.figures import image_grid, smooth, with_row_labels  # noqa: E402
+from betavae.figures import figure_png, image_grid, image_png, smooth, with_row_labels  # noqa: E402
 from betavae.fileio import write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
 from betavae.runs import RunPaths, read_config, read_csv  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
 from betavae.study.findings import FACTOR_SCORES, CellResult, Finding, check_findings  # noqa: E402
 from betavae.study.folder import STATES, StudyPaths, read_state  # noqa: E402
+from betavae.study.spec import display_key  # noqa: E402
 
 DASH = "—"
 PSNR_CAVEAT = ("The article does not say on which pixel scale PSNR was computed; PSNR near 29 dB beside SSIM near "
@@ -96,7 +97,7 @@ def _config(paths: RunPaths) -> RunConfig | None:
 
 
 def _article(result: CellResult) -> ArticleNumbers | None:
-    return article_numbers({"article": result.article}, result.config)
+    return article_numbers(result.article, result.config)
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -105,7 +106,7 @@ def table2(results: list[CellResult], grid_keys: list[str]) -> Table:
     """Reconstruction quality of the grid cells (ours: validation, and outside images when evaluated)."""
     grid = [r for r in results if r.group == "grid"]
     outside = any("outside" in _reconstruction(r) for r in grid)
-    columns = ["dataset", *map(_key_label, grid_keys), "β·w", "SSIM", "PSNR (dB)", "n"]
+    columns = ["dataset", *map(display_key, grid_keys), "β·w", "SSIM", "PSNR (dB)", "n"]
     columns += ["outside SSIM", "outside PSNR (dB)", "outside n"] if outside else []
     columns += ["article dataset", "article SSIM", "article PSNR (dB)", "article n"]
     rows = []
@@ -118,7 +119,7 @@ def table2(results: list[CellResult], grid_keys: list[str]) -> Table:
 
 def table3(results: list[CellResult], grid_keys: list[str]) -> Table:
     """FID and KID of the grid cells' prior samples, the article's FID beside."""
-    columns = ["dataset", *map(_key_label, grid_keys), "FID", "KID", "N samples", "N reference",
+    columns = ["dataset", *map(display_key, grid_keys), "FID", "KID", "N samples", "N reference",
                "article dataset", f"article FID (N = {FID_SAMPLES})"]
     rows = []
     for r in results:
@@ -229,10 +230,6 @@ def _value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _key_label(key: str) -> str:
-    return "β" if key == "objective.beta" else key
-
-
 # ---------------------------------------------------------------------------------------------- figures
 
 def fig9(results: list[CellResult]) -> bytes | None:
@@ -242,8 +239,8 @@ def fig9(results: list[CellResult]) -> bytes | None:
         return None
     figure, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.4 * len(datasets)), squeeze=False)
     for row, (name, cells) in zip(axes, datasets.items()):
-        for i, cell in enumerate(cells):
-            train, val = read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)
+        logs = [(read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)) for cell in cells]
+        for i, (cell, (train, val)) in enumerate(zip(cells, logs)):
             for axis, term in zip(row, ("recon", "kl")):
                 steps, values = [r["step"] for r in train], np.array([r[term] for r in train])
                 axis.plot(steps, values, "-", color=f"C{i}", alpha=0.2, linewidth=0.8)
@@ -252,18 +249,18 @@ def fig9(results: list[CellResult]) -> bytes | None:
                           label=f"{cell.describe} validation")
         for axis, term, title in zip(row, ("recon", "kl"), ("reconstruction loss", "KL divergence (nats)")):
             axis.set(title=f"{name}: {title}", xlabel="step")
-            axis.set_ylim(*_settled_range(cells, term))
+            axis.set_ylim(*_settled_range([train + val for train, val in logs], term))
             axis.grid(alpha=0.3)
         row[0].legend(fontsize="small")
     figure.tight_layout()
-    return _figure_png(figure)
+    return figure_png(figure)
 
 
-def _settled_range(cells: list[CellResult], term: str, skip: float = 0.05) -> tuple[float, float]:
-    """The y range of a term after the first ``skip`` of training (the first steps' spike would flatten the rest)."""
+def _settled_range(logs: list[list[dict]], term: str, skip: float = 0.05) -> tuple[float, float]:
+    """The y range of a term in each cell's log rows after the first ``skip`` of training (the first
+    steps' spike would flatten the rest)."""
     values = []
-    for cell in cells:
-        rows = read_csv(RunPaths(cell.run).train_log) + read_csv(RunPaths(cell.run).val_log)
+    for rows in logs:
         last = max((r["step"] for r in rows), default=0)
         values += [r[term] for r in rows if r["step"] >= skip * last]
     if not values:
@@ -287,7 +284,7 @@ def fig10(cells: list[CellResult], count: int = 8) -> tuple[bytes, list[str]]:
         rows.append(trained.reconstruct(images))
         labels.append(cell.describe)
     grid = image_grid(torch.cat(rows), nrow=len(images), scale=2)
-    return _image_png(with_row_labels(grid, labels, grid.height // len(labels))), skipped
+    return image_png(with_row_labels(grid, labels, grid.height // len(labels))), skipped
 
 
 def _grid_by_dataset(results: list[CellResult]) -> dict[str, list[CellResult]]:
@@ -296,19 +293,6 @@ def _grid_by_dataset(results: list[CellResult]) -> dict[str, list[CellResult]]:
         if r.finished and r.group == "grid":
             datasets.setdefault(r.shown_label, []).append(r)
     return datasets
-
-
-def _figure_png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _image_png(image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------- page

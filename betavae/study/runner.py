@@ -7,6 +7,8 @@ its last checkpoint) and then reported with its error while the other cells go o
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import os
 import time
 import traceback
@@ -48,7 +50,6 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
         _stage(paths, "evaluating")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         evaluate_run(paths.root, EvaluateSpec.model_validate(evaluate).options(device))
-    _stage(paths, "finished")
 
 
 def _stage(paths: RunPaths, stage: str) -> None:
@@ -153,18 +154,23 @@ def _initial_state(spec: StudySpec, cells: list[Cell], paths: StudyPaths, study_
             "group": cell.group, "values": cell.values, "describe": cell.describe(),
             "run": f"cells/{cell.name}", "state": "finished" if done else "pending",
             "attempts": 0, "error": None, "seconds": None, "skipped": done,
+            "headline": _headline(paths.cell(cell.name)) if done else None,
         }
     return {"name": spec.name, "description": spec.description, "study_file": str(study_file.resolve()),
             "folder": str(paths.root),
             "grid_keys": list(spec.grid), "evaluate": spec.evaluate.model_dump(), "cells": entries}
 
 
+def _headline(run_dir: Path) -> dict:
+    """A finished cell's PSNR, SSIM and FID (when computed), from its ``eval/metrics.json``."""
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("psnr_val", "ssim_val", "fid") if key in metrics}
+
+
 @contextmanager
 def _ray(address: str | None, num_cpus: int | None, spec: StudySpec) -> Iterator:
     """A connected Ray: the cluster at ``address`` or a local instance started (and stopped) here."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage reporting
-    import logging
-
     import ray
 
     started_here = not ray.is_initialized()
@@ -213,7 +219,7 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
                 entry["seconds"] = round(time.time() - (entry.get("started") or entry["submitted"]), 1)
                 try:
                     ray.get(ref)
-                    entry.update(state="finished", error=None)
+                    entry.update(state="finished", error=None, headline=_headline(paths.cell(cell.name)))
                 except Exception as exc:  # noqa: BLE001 - a cell's failure must not stop the others
                     _record_failure(paths, entry, exc)
                     if entry["attempts"] <= retries:

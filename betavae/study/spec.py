@@ -73,18 +73,15 @@ class EvaluateSpec(_Strict):
     disentanglement_points: int = Field(5000, gt=0)
     dci_points: int = Field(2000, gt=0)
     top_k: int = Field(8, gt=0)
-    fid_weights: str | None = None
-    cache_dir: str | None = Field(None, description="FID reference statistics cache (default: per dataset)")
+    fid_weights: Path | None = None
+    cache_dir: Path | None = Field(None, description="FID reference statistics cache (default ~/.cache/betavae/fid, "
+                                   "keyed by dataset, so cells of one dataset share it)")
 
     def options(self, device: str) -> EvalOptions:
         """The :class:`EvalOptions` of one cell (no progress bars: the study shows its own table)."""
-        return EvalOptions(
-            device=device, max_images=self.max_images, images=_path(self.images), fid=self.fid,
-            fid_samples=self.fid_samples, fid_reference=self.fid_reference, kid=self.kid and self.fid,
-            fid_weights=_path(self.fid_weights), cache_dir=_path(self.cache_dir), top_k=self.top_k,
-            progress=False, disentanglement=self.disentanglement,
-            disentanglement_points=self.disentanglement_points, dci_points=self.dci_points,
-        )
+        images = Path(self.images) if self.images else None
+        return EvalOptions(**{**self.model_dump(), "images": images, "kid": self.kid and self.fid},
+                           device=device, progress=False)
 
 
 class ResourcesSpec(_Strict):
@@ -140,7 +137,7 @@ class Cell:
 
     def describe(self) -> str:
         """The cell's varied values, e.g. ``β=10`` or ``β=1, kld_weight=1e-06``."""
-        return ", ".join(f"{_display_key(k)}={_format(v)}" for k, v in self.values.items()) or "base"
+        return ", ".join(f"{display_key(k)}={_format(v)}" for k, v in self.values.items()) or "base"
 
 
 def load_study(path: str | Path) -> tuple[StudySpec, list[Cell]]:
@@ -211,13 +208,10 @@ def cell_name(dataset: str, values: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", "_".join(parts))
 
 
-def _display_key(key: str) -> str:
+def display_key(key: str) -> str:
+    """How a config key is shown in tables and cell descriptions: ``β`` or its last component."""
     return {"objective.beta": "β"}.get(key, key.rsplit(".", 1)[-1])
 
 
 def _format(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _path(text: str | None) -> Path | None:
-    return Path(text) if text else None
