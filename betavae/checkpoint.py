@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from betavae.fileio import atomic_path
@@ -56,11 +56,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if _STATE_KEY not in metadata:
-        raise ValueError(f"{path} is not a betavae checkpoint (no training state in its metadata)")
-    return load_file(str(path), device=str(device)), json.loads(metadata[_STATE_KEY])
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        if _STATE_KEY not in metadata:
+            raise ValueError(f"{path} is not a betavae checkpoint (no training state in its metadata)")
+        return load_file(str(path), device=str(device)), json.loads(metadata[_STATE_KEY])
+    except (SafetensorError, json.JSONDecodeError, OSError) as exc:
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged or not a safetensors file ({exc})") from None
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint file that cannot be read (truncated, garbage, or another format)."""
 
 
 def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

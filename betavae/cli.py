@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from betavae.cliargs import positive_int
 from betavae.config import ConfigError, load_config
 
 DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
@@ -18,10 +19,13 @@ def _train(args: argparse.Namespace) -> int:
     from betavae.training import resume, train
 
     if args.resume:
-        if args.config or args.set:
-            raise ConfigError("--resume continues a run with its saved config; drop --config/--set")
-        paths = resume(args.resume)
+        if args.config or args.overwrite or args.out:
+            raise ConfigError("--resume continues a run in its own folder with its saved config; "
+                              "drop --config/--out/--overwrite (--set may change the settings resume allows)")
+        paths = resume(args.resume, overrides=args.set, allow_data_change=args.allow_data_change)
     else:
+        if args.allow_data_change:
+            raise ConfigError("--allow-data-change goes with --resume")
         config = load_config(args.config, args.set)
         paths = train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
     if launched_rank() != 0:
@@ -89,30 +93,36 @@ def build_parser() -> argparse.ArgumentParser:
                             "metrics/*.csv, checkpoints/ and figures/.")
     p.add_argument("--config", type=Path, help="YAML config file (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set objective.beta=4 (repeatable)")
+                   help="override a config value, e.g. --set objective.beta=4 (repeatable); with --resume only "
+                   "train.lr, lr_decay, max_steps, epochs, precision, device, checkpoint_every, val_every, "
+                   "progress, compile and divergence_factor may change")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", type=Path, metavar="RUN", help="continue RUN from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--resume", type=Path, metavar="RUN",
+                   help="continue RUN exactly from its last checkpoint (Ctrl-C and SIGTERM save one between steps)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the prepared data or its split changed since the run began")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder (only ever a betavae run folder; other folders are refused)")
     p.add_argument("--no-figures", action="store_true", help="skip writing figures/ and index.html at the end")
     p.set_defaults(func=_train)
 
     p = commands.add_parser("sample", help="decode N samples from the prior (grid PNG or folder of PNGs)",
                             description="Synthetic images from z ~ N(0, I), seeded; chosen dims fixed or swept.")
     _run_arguments(p)
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("-n", type=positive_int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", type=Path, required=True,
                    help="a .png path for a grid, or a folder for one PNG per sample plus manifest.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior samples (default 0)")
     p.add_argument("--fix", action="append", default=[], metavar="DIM=VALUE", help="set latent DIM to VALUE in every sample")
     p.add_argument("--sweep", action="append", default=[], metavar="DIM=LOW:HIGH",
                    help="spread latent DIM linearly from LOW to HIGH across the samples")
-    p.add_argument("--nrow", type=int, default=8, help="images per grid row (default 8)")
+    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row (default 8)")
     p.set_defaults(func=_sample)
 
     p = commands.add_parser("reconstruct", help="validation images beside their reconstructions",
                             description="Grid of validation images (odd rows) and reconstructions from μ (even rows).")
     _run_arguments(p)
-    p.add_argument("-n", type=int, default=16, help="number of images (default 16)")
+    p.add_argument("-n", type=positive_int, default=16, help="number of images (default 16)")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.add_argument("--seed", type=int, default=0, help="seed of the image choice (default 0)")
     p.set_defaults(func=_reconstruct)
@@ -127,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "redraws a finished demo and resumes an interrupted one.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a demo config value")
-    p.add_argument("--overwrite", action="store_true", help="retrain even if OUT holds a finished demo")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain even if OUT holds a finished demo (only ever replaces a betavae run folder)")
     p.set_defaults(func=_demo)
 
     from betavae.data.prepare import add_parser as add_prepare_parser
@@ -150,23 +161,33 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``betavae`` console script; returns the exit code."""
-    from betavae.runs import RunExistsError
+    from betavae.interrupts import Terminated, terminate_as_interrupt
+    from betavae.runs import RunExistsError, RunLockedError
     from betavae.training import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ConfigError, RunExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"betavae {args.command}: error: {exc}", file=sys.stderr)
+        with terminate_as_interrupt():
+            return args.func(args)
+    except (ConfigError, RunExistsError, RunLockedError, ValueError, OSError) as exc:
+        print(f"betavae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:
         print(f"betavae {args.command}: training stopped: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         hint = {"train": "; continue with `betavae train --resume RUN`", "demo": "; rerun it to continue",
                 "study": "; run the same command again to continue (finished cells are kept)"}
-        print(f"\nbetavae {args.command}: interrupted{hint.get(args.command, '')}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nbetavae {args.command}: {what}{hint.get(args.command, '')}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error's message; an OS error also names its file."""
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(exc.strerror or ""):
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 if __name__ == "__main__":

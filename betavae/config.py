@@ -29,11 +29,11 @@ class DataConfig(_Strict):
     name: Literal["dsprites", "shapes-rgb", "prepared"] = "dsprites"
     path: str | None = Field(None, description="folder written by `betavae prepare` (name: prepared)")
     num_images: int = Field(50_000, gt=0, description="built-in data: images sampled from the factor grid")
-    image_size: int = Field(64, description="built-in data: rendered size; prepared data: checked")
+    image_size: int = Field(64, gt=0, description="built-in data: rendered size; prepared data: checked")
     normalization: Literal["unit", "symmetric", "imagenet"] = "unit"
     val_fraction: float = Field(0.25, gt=0, lt=1, description="built-in data; prepared data fixes its own split")
     hflip: bool = Field(False, description="random horizontal flip of training batches")
-    seed: int = Field(0, description="seed of the image sample and of the train/val split")
+    seed: int = Field(0, ge=0, description="seed of the image sample and of the train/val split")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -117,7 +117,7 @@ class TrainConfig(_Strict):
     lr: float = Field(5e-4, gt=0)
     lr_decay: float = Field(1.0, gt=0, le=1, description="ExponentialLR factor per epoch (study: 0.95)")
     weight_decay: float = Field(0.0, ge=0)
-    seed: int = 1265
+    seed: int = Field(1265, ge=0)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA and bf16-capable CPUs, else fp32; fp16 (CUDA) uses a GradScaler"
@@ -127,6 +127,9 @@ class TrainConfig(_Strict):
     val_every: int | None = Field(None, gt=0, description="steps between validations (default: each epoch)")
     val_max_images: int | None = Field(2048, gt=0, description="cap on validation images per evaluation")
     checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
+    divergence_factor: float | None = Field(
+        100.0, gt=1, description="stop when the loss exceeds this many times its running median (null: only NaN/inf)"
+    )
     progress: bool = True
 
 
@@ -164,12 +167,34 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json")
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file's contents; unreadable or malformed YAML is a :class:`ConfigError` naming the file."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"objective.beta=4"`` → (["objective", "beta"], 4); the value is parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"override {text!r}: the key {key.strip()!r} has an empty part")
+    try:
+        return path, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {_yaml_problem(exc)}") from None
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -238,7 +263,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (data, model, objective, train)")
         raw.setdefault("name", path.stem)

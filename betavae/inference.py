@@ -1,12 +1,13 @@
 """Using a trained run: ``betavae.load(run)`` → a model that works on images in [0, 1]."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from betavae.checkpoint import load_checkpoint, strip_prefix
+from betavae.checkpoint import DamagedCheckpointError, load_checkpoint, strip_prefix
 from betavae.config import RunConfig
 from betavae.data import ImageData, build_data
 from betavae.data.transforms import Normalizer, uint8_to_unit
@@ -91,19 +92,43 @@ class TrainedModel:
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedModel:
-    """Loads a run's ``best`` (or ``last``) weights; no code is executed while loading."""
+    """Loads a run's ``best`` (or ``last``, or a ``.safetensors`` path's) weights; no code is executed
+    while loading. A missing or damaged ``best`` falls back to ``last`` with a warning."""
     paths = RunPaths(Path(run_dir))
     config = read_config(paths.root)
-    path = {"best": paths.best, "last": paths.last}.get(checkpoint, Path(checkpoint))
-    if checkpoint == "best" and not path.is_file():
-        path = paths.last
-    tensors, state = load_checkpoint(path)
+    tensors = _read_weights(paths, checkpoint)
     model_tensors = strip_prefix("model", tensors)
-    channels = model_tensors["encoder.0.0.weight"].shape[1]
-    model = build_model(config, channels)
-    model.load_state_dict(model_tensors)
+    if "encoder.0.0.weight" not in model_tensors:
+        raise ValueError(f"the checkpoint of {paths.root} holds no betavae model weights")
+    model = build_model(config, model_tensors["encoder.0.0.weight"].shape[1])
+    try:
+        model.load_state_dict(model_tensors)
+    except RuntimeError as exc:
+        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ValueError(f"{paths.config} does not match the weights in its checkpoint (was config.yaml "
+                         f"edited?): {'; '.join(problems[:3]) or exc}") from None
     device = torch.device(device)
     return TrainedModel(model.to(device), config, paths.root, device)
+
+
+def _read_weights(paths: RunPaths, checkpoint: str) -> dict[str, torch.Tensor]:
+    if checkpoint not in ("best", "last"):
+        return load_checkpoint(Path(checkpoint))[0]
+    if checkpoint == "last":
+        return load_checkpoint(paths.last)[0]
+    if not paths.best.is_file():
+        return load_checkpoint(paths.last)[0]
+    try:
+        return load_checkpoint(paths.best)[0]
+    except DamagedCheckpointError as exc:
+        if not paths.last.is_file():
+            raise
+        try:
+            tensors = load_checkpoint(paths.last)[0]
+        except DamagedCheckpointError as also:
+            raise DamagedCheckpointError(f"{exc}; and the fallback: {also}") from None
+        warnings.warn(f"{exc}; using {paths.last} instead", stacklevel=3)
+        return tensors
 
 
 def kl_per_dim(trained: TrainedModel, x01: torch.Tensor) -> np.ndarray:

@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
+import os
 import platform
 import shutil
+import socket
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +21,16 @@ import torch
 import yaml
 
 from betavae import __version__
-from betavae.config import RunConfig, validate_config
+from betavae.config import RunConfig, read_yaml, validate_config
 from betavae.fileio import write_json, write_text
 
 
 class RunExistsError(FileExistsError):
-    """Raised instead of silently overwriting an existing run folder."""
+    """Raised instead of silently overwriting an existing run folder (or any other folder)."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training this run folder right now."""
 
 
 @dataclass(frozen=True)
@@ -64,21 +75,112 @@ class RunPaths:
     def index(self) -> Path:
         return self.root / "index.html"
 
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+
+# What a run folder may hold at its top level: `--overwrite` deletes a folder only if it holds
+# config.yaml and nothing outside this list, so it can never wipe a user's data by a typo.
+RUN_ENTRIES = frozenset({
+    "config.yaml", "run.json", "metrics", "checkpoints", "figures", "index.html", "eval",
+    "tensorboard", ".lock", "error.txt",
+})
+
+
+def is_run_folder(root: str | Path) -> bool:
+    """True for a folder betavae made for a run: config.yaml and only run files beside it."""
+    root = Path(root)
+    if root.is_symlink() or not (root / "config.yaml").is_file():
+        return False
+    return all(entry.name in RUN_ENTRIES or _is_temporary(entry) for entry in root.iterdir())
+
+
+def _is_temporary(entry: Path) -> bool:
+    """A file an interrupted atomic write left behind (``.<name>.<random>.tmp``)."""
+    return entry.name.startswith(".") and entry.name.endswith(".tmp")
+
+
+def check_new_run_folder(root: str | Path, overwrite: bool = False) -> None:
+    """Raises :class:`RunExistsError` unless ``root`` may become a new run folder.
+
+    An empty or missing folder may; an existing run folder only with ``overwrite``; any other
+    non-empty folder never (``--overwrite`` only ever replaces a betavae run folder).
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise RunExistsError(f"{root} exists and is not a folder; pick another folder with --out")
+    if not _run_contents(root):
+        return
+    if not is_run_folder(root):
+        raise RunExistsError(
+            f"{root} is not empty and is not a betavae run folder (no config.yaml, or files a run does "
+            "not write); betavae never deletes it — pick another folder with --out"
+        )
+    if not overwrite:
+        raise RunExistsError(
+            f"{root} already holds a run; continue it with --resume {root}, "
+            "pick another folder with --out, or replace it with --overwrite"
+        )
+
+
+def _run_contents(root: Path) -> list[Path]:
+    """What a folder holds apart from the lock file (nothing when it does not exist)."""
+    return [entry for entry in root.iterdir() if entry.name != ".lock"] if root.is_dir() else []
+
 
 def create_run(root: str | Path, config: RunConfig, overwrite: bool = False) -> RunPaths:
-    """Makes a fresh run folder holding the resolved config; an existing one needs ``overwrite``."""
+    """Makes a fresh run folder holding the resolved config; an existing run folder needs
+    ``overwrite``, any other non-empty folder is refused. The caller holds :func:`run_lock`."""
     paths = RunPaths(Path(root))
-    if paths.root.exists() and any(paths.root.iterdir()):
-        if not overwrite:
-            raise RunExistsError(
-                f"{paths.root} already exists; continue it with --resume {paths.root}, "
-                "pick another folder with --out, or replace it with --overwrite"
-            )
-        shutil.rmtree(paths.root)
+    check_new_run_folder(paths.root, overwrite)
+    for entry in _run_contents(paths.root):
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     (paths.root / "metrics").mkdir(parents=True, exist_ok=True)
     (paths.root / "checkpoints").mkdir(exist_ok=True)
-    write_text(paths.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_config(paths, config)
     return paths
+
+
+def write_config(paths: RunPaths, config: RunConfig) -> None:
+    """Saves ``config`` as the run's ``config.yaml`` (atomically)."""
+    write_text(paths.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+@contextmanager
+def run_lock(paths: RunPaths) -> Iterator[None]:
+    """Holds an exclusive lock on the run folder while a process trains it.
+
+    The lock is an ``flock`` on ``RUN/.lock``, so the operating system releases it when the holder
+    dies, however it dies; the file says who holds it. Raises :class:`RunLockedError` naming the
+    holder when another process has it.
+    """
+    paths.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunLockedError(
+                f"{paths.root} is being trained by {holder}; wait for it to finish or stop it first"
+            ) from None
+        holder = (f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                  f"({' '.join(sys.argv[:3])})")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode("utf-8"), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def remove_temporary_files(paths: RunPaths) -> list[Path]:
+    """Deletes what interrupted atomic writes left in the run folder (``.*.tmp``); returns them."""
+    found = [p for folder in (paths.root, paths.root / "checkpoints", paths.root / "metrics")
+             if folder.is_dir() for p in folder.iterdir() if _is_temporary(p) and p.is_file()]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
 
 
 def read_config(root: str | Path) -> RunConfig:
@@ -86,7 +188,7 @@ def read_config(root: str | Path) -> RunConfig:
     paths = RunPaths(Path(root))
     if not paths.config.is_file():
         raise FileNotFoundError(f"{paths.root} is not a run folder (no config.yaml)")
-    return validate_config(yaml.safe_load(paths.config.read_text()))
+    return validate_config(read_yaml(paths.config))
 
 
 def environment() -> dict:
@@ -114,34 +216,55 @@ def read_info(paths: RunPaths) -> dict:
 
 
 class CsvLog:
-    """An append-only CSV of metric rows keyed by ``step``; rows past a step can be dropped on resume."""
+    """An append-only CSV of metric rows keyed by ``step``; rows past a step can be dropped on resume.
+
+    Dropping rows rewrites the file atomically (a new file renamed over the old), so an interruption
+    at any moment leaves either the old log or the new one, never a truncated one. A row cut short
+    by a crash during an append is dropped when the log is next read or truncated.
+    """
 
     def __init__(self, path: Path, columns: list[str]):
         self.path, self.columns = path, columns
 
     def truncate_after(self, step: int) -> None:
-        """Keeps only the rows with ``step <= step`` (work after the last checkpoint is redone)."""
+        """Keeps only the complete rows with ``step <= step`` (work after the last checkpoint is redone)."""
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
-        self._write(rows, mode="w")
+        rows = [row for row in _complete_rows(self.path) if int(float(row["step"])) <= step]
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, text.getvalue())
 
     def append(self, rows: list[dict]) -> None:
-        self._write(rows, mode="a")
-
-    def _write(self, rows: list[dict], mode: str) -> None:
-        new_file = mode == "w" or not self.path.exists()
-        with self.path.open(mode, newline="") as handle:
+        new_file = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore")
             if new_file:
                 writer.writeheader()
             writer.writerows(rows)
 
 
+def _complete_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a metric log that have every column and a numeric step (a torn last row is not)."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        width = len(reader.fieldnames or [])
+        rows = []
+        for row in reader:
+            if None in row or sum(v is not None for v in row.values()) != width:
+                continue
+            try:
+                float(row["step"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            rows.append(row)
+    return rows
+
+
 def read_csv(path: Path) -> list[dict[str, float]]:
     """A metric log as a list of rows of floats (empty if the file is missing)."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in _complete_rows(path)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,39 @@ from betavae.checkpoint import (
     strip_prefix,
     with_prefix,
 )
-from betavae.config import RunConfig
+from betavae.config import ConfigError, RunConfig, apply_overrides, validate_config
 from betavae.data import ImageData, build_data
 from betavae.data.base import fingerprint_array
 from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
+from betavae.interrupts import DeferredStop, Terminated
 from betavae.model import ConvVAE, OutputActivation, count_parameters
 from betavae.objectives import Objective, ObjectiveResult, build_objective
-from betavae.runs import CsvLog, RunPaths, create_run, environment, read_config, read_info, update_info
+from betavae.runs import (
+    CsvLog,
+    RunPaths,
+    check_new_run_folder,
+    create_run,
+    environment,
+    read_config,
+    read_csv,
+    read_info,
+    remove_temporary_files,
+    run_lock,
+    update_info,
+    write_config,
+)
+
+# Settings a user may change when resuming (`train --resume RUN --set KEY=VALUE`): they change how
+# the remaining steps run, not what the saved state means. Everything else is fixed by the run.
+RESUME_OVERRIDES = (
+    "train.lr", "train.lr_decay", "train.max_steps", "train.epochs", "train.precision", "train.device",
+    "train.checkpoint_every", "train.val_every", "train.progress", "train.compile",
+    "train.divergence_factor",
+)
+# A loss more than `divergence_factor` times the median of the last LOSS_WINDOW losses is an explosion.
+LOSS_WINDOW = 100
+MIN_LOSS_HISTORY = 20
 
 
 def tensorboard_writer(log_dir: Path):
@@ -46,14 +72,21 @@ def tensorboard_writer(log_dir: Path):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite or exploded; no bad checkpoint is written."""
+
+
+class DataChangedError(ValueError):
+    """The data a run was trained on differs from the data found when resuming it."""
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"train.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return device
@@ -135,7 +168,9 @@ class Trainer:
         self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
         self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
         self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
-        self.tensorboard = tensorboard_writer(paths.root / "tensorboard") if self.workers.is_main else None
+        self.tensorboard = None  # opened by fit(): building a Trainer touches no file
+        self.recent_losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self._in_step = False
 
     def _check_data(self) -> None:
         if self.data.image_size != self.config.data.image_size:
@@ -175,22 +210,53 @@ class Trainer:
             group["lr"] = lr
         with self.autocast():
             result = self.objective(x, self.forward(x), training=True)
-        self._check_finite(result)
+        self._check_loss(result)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return result
 
-    def _check_finite(self, result: ObjectiveResult) -> None:
-        if torch.isfinite(result.loss).item():
-            return
-        bad = [name for name, value in result.terms.items() if not torch.isfinite(value).all().item()]
-        raise TrainingDiverged(
-            f"loss became {result.loss.item()} at step {self.state.step + 1} "
-            f"(non-finite term: {', '.join(bad) or 'loss'}); the last good checkpoint is {self.paths.last}. "
-            "Try a lower train.lr or another precision."
-        )
+    def _check_loss(self, result: ObjectiveResult) -> None:
+        """Stops before an update with a non-finite loss, or a loss that exploded (many times its
+        running median), so no such update reaches the weights or a checkpoint."""
+        loss, step = result.loss.item(), self.state.step + 1
+        if not math.isfinite(loss):
+            bad = [name for name, value in result.terms.items() if not torch.isfinite(value).all().item()]
+            self._diverged(f"loss became {loss} at step {step} (non-finite term: {', '.join(bad) or 'loss'})")
+        factor = self.config.train.divergence_factor
+        if factor and len(self.recent_losses) >= MIN_LOSS_HISTORY:
+            median = float(np.median(np.abs(self.recent_losses)))
+            if median > 0 and abs(loss) > factor * median:
+                self._diverged(f"loss exploded to {loss:.4g} at step {step}, {abs(loss) / median:.3g}× the "
+                               f"median {median:.4g} of the last {len(self.recent_losses)} steps "
+                               f"(train.divergence_factor {factor:g})")
+        self.recent_losses.append(loss)
+
+    def _diverged(self, what: str) -> None:
+        raise TrainingDiverged(f"{what}; {self._last_good_checkpoint()}. {RECOVERY_HINT}")
+
+    def _last_good_checkpoint(self) -> str:
+        """Names the checkpoints that exist (every written one was checked finite)."""
+        last, best = self.paths.last, self.paths.best
+        if last.is_file():
+            _, state = load_checkpoint(last)
+            return f"the last good checkpoint is {last} (step {state['step']})"
+        if best.is_file():
+            return f"no resumable checkpoint was written yet; the best weights so far are in {best}"
+        return "no checkpoint was written yet"
+
+    def check_weights_finite(self) -> None:
+        """Raises :class:`TrainingDiverged` when a weight, BatchNorm statistic or optimiser state is
+        NaN or infinite (so that no such checkpoint is ever written)."""
+        named = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for index, state in self.optimizer.state.items():
+            named.update({f"optimizer.{index}.{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)})
+        bad = [name for name, value in named.items()
+               if value.is_floating_point() and not torch.isfinite(value).all().item()]
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            self._diverged(f"non-finite values in {shown} at step {self.state.step}; not saving them")
 
     # ----- validation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -214,7 +280,8 @@ class Trainer:
 
     # ----- checkpoints ------------------------------------------------------------------------
     def save(self, path: Path, with_training_state: bool = True) -> None:
-        """Writes model weights (and, for ``last``, everything needed to resume)."""
+        """Writes model weights (and, for ``last``, everything needed to resume); never non-finite ones."""
+        self.check_weights_finite()
         tensors = with_prefix("model", self.model.state_dict())
         state = {
             "step": self.state.step,
@@ -246,43 +313,67 @@ class Trainer:
         self.objective.load_state_dict(state["objective"])
         self.state = TrainState(state["step"], state["best_val_loss"], state["best_step"])
         if self.workers.is_main:
-            for log in (self.train_log, self.val_log, self.kl_log):
-                log.truncate_after(self.state.step)
+            self.truncate_logs()
+        self.recent_losses.extend(row["loss"] for row in read_csv(self.paths.train_log)[-LOSS_WINDOW:])
+
+    def truncate_logs(self) -> None:
+        """Drops logged rows past the current step (each log is replaced atomically)."""
+        for log in (self.train_log, self.val_log, self.kl_log):
+            log.truncate_after(self.state.step)
 
     # ----- the loop ---------------------------------------------------------------------------
     def fit(self) -> TrainState:
-        """Trains from ``state.step`` to the budget, validating and checkpointing on the way."""
+        """Trains from ``state.step`` to the budget, validating and checkpointing on the way.
+
+        Ctrl-C and SIGTERM take effect only between steps (:class:`DeferredStop`): the loop then
+        writes the pending log rows and ``last``, so a resumed run continues exactly. Any other
+        exception inside a step leaves the last periodic checkpoint as the state to resume from.
+        """
         self.model.train()
+        writes = self.workers.is_main  # other DDP ranks only train
+        if writes:
+            self.tensorboard = tensorboard_writer(self.paths.root / "tensorboard")
         progress = tqdm(
             total=self.total_steps, initial=self.state.step,
             disable=not (self.config.train.progress and self.workers.is_main),
             desc=self.config.name, unit="step", dynamic_ncols=True,
         )
         pending: list[dict] = []
-        writes = self.workers.is_main  # other DDP ranks only train
-        try:
-            while self.state.step < self.total_steps:
-                pending.append(self._one_step(progress))
-                step = self.state.step
-                if writes and (step % self.val_every == 0 or step == self.total_steps):
+        with DeferredStop() as stop:  # also shields the final save from a second Ctrl-C
+            try:
+                while self.state.step < self.total_steps:
+                    stop.check()
+                    self._in_step = True
+                    pending.append(self._one_step(progress))
+                    if writes:
+                        pending = self._after_step(pending)
+                    self._in_step = False
+                stop.check()
+            except KeyboardInterrupt:
+                if writes and not self._in_step:
                     self._log_train(pending)
-                    pending = []
-                    self._validate_and_keep_best()
-                if writes and (step % self.config.train.checkpoint_every == 0 or step == self.total_steps):
-                    self._log_train(pending)
-                    pending = []
-                    self.save(self.paths.last)
-        except KeyboardInterrupt:
-            if writes:
-                self._log_train(pending)
-                self.save(self.paths.last)  # between steps: a consistent state to resume from
-            raise
-        finally:
-            progress.close()
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+                    self.save(self.paths.last)  # between steps: a consistent state to resume from
+                raise
+            finally:
+                progress.close()
+                if self.tensorboard is not None:
+                    self.tensorboard.close()
         self.workers.barrier()
         return self.state
+
+    def _after_step(self, pending: list[dict]) -> list[dict]:
+        """Validates and checkpoints when due; returns the train rows not yet written."""
+        step = self.state.step
+        last_step = step == self.total_steps
+        if step % self.val_every == 0 or last_step:
+            self._log_train(pending)
+            pending = []
+            self._validate_and_keep_best()
+        if step % self.config.train.checkpoint_every == 0 or last_step:
+            self._log_train(pending)
+            pending = []
+            self.save(self.paths.last)
+        return pending
 
     def _one_step(self, progress: tqdm) -> dict:
         step = self.state.step
@@ -324,27 +415,98 @@ class Trainer:
             self.save(self.paths.best, with_training_state=False)
 
 
+RECOVERY_HINT = ("Continue from the last checkpoint with a lower learning rate, e.g. "
+                 "`betavae train --resume RUN --set train.lr=1e-4`, or try another train.precision.")
+
+
 def train(
     config: RunConfig, run_dir: str | Path, overwrite: bool = False, data: ImageData | None = None
 ) -> RunPaths:
-    """Trains a new run into ``run_dir`` (which must not exist unless ``overwrite``)."""
+    """Trains a new run into ``run_dir``: it must be missing or empty, or (with ``overwrite``) a run
+    folder. Every setting is checked before the folder is made."""
     main = launched_rank() == 0
-    paths = create_run(run_dir, config, overwrite=overwrite) if main else RunPaths(Path(run_dir))
-    trainer = Trainer(config, paths, data)
-    if main:
-        _record_start(trainer)
-    return _fit(trainer)
-
-
-def resume(run_dir: str | Path, data: ImageData | None = None) -> RunPaths:
-    """Continues a run from its ``last`` checkpoint exactly where it stopped."""
     paths = RunPaths(Path(run_dir))
-    trainer = Trainer(read_config(run_dir), paths, data)
-    if paths.last.is_file():
-        trainer.restore(paths.last)
-    elif trainer.workers.is_main:
+    if main:
+        check_new_run_folder(paths.root, overwrite)
+    trainer = Trainer(config, paths, data)  # fails on any bad setting before a file is written
+    if not main:
+        return _fit(trainer)
+    with run_lock(paths):
+        create_run(paths.root, config, overwrite=overwrite)
         _record_start(trainer)
-    return _fit(trainer)
+        return _fit(trainer)
+
+
+def resume(run_dir: str | Path, data: ImageData | None = None, overrides: list[str] | None = None,
+           allow_data_change: bool = False) -> RunPaths:
+    """Continues a run from its ``last`` checkpoint exactly where it stopped.
+
+    ``overrides`` (``"train.lr=1e-4"``) change settings listed in :data:`RESUME_OVERRIDES`; the
+    data must be the data the run was trained on unless ``allow_data_change``.
+    """
+    paths = RunPaths(Path(run_dir))
+    config = read_config(run_dir)
+    if overrides:
+        config = _with_resume_overrides(config, overrides)
+    trainer = Trainer(config, paths, data)
+    if not trainer.workers.is_main:
+        if paths.last.is_file():
+            trainer.restore(paths.last)
+        return _fit(trainer)
+    with run_lock(paths):
+        _check_same_data(paths, trainer.data, allow_data_change)
+        remove_temporary_files(paths)
+        if overrides:
+            write_config(paths, config)
+            history = read_info(paths).get("resume_overrides", [])
+            update_info(paths, resume_overrides=[*history, {"at_step": _saved_step(paths), "set": overrides}])
+        if paths.last.is_file():
+            trainer.restore(paths.last)
+        else:  # died before its first checkpoint: start again, keeping nothing of that attempt
+            trainer.truncate_logs()
+            paths.best.unlink(missing_ok=True)
+            _record_start(trainer)
+        return _fit(trainer)
+
+
+def _saved_step(paths: RunPaths) -> int:
+    return load_checkpoint(paths.last)[1]["step"] if paths.last.is_file() else 0
+
+
+def _with_resume_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """``config`` with the resumable settings in ``overrides`` changed; others are refused."""
+    from betavae.config import parse_override
+
+    for text in overrides:
+        key = ".".join(parse_override(text)[0])
+        if key not in RESUME_OVERRIDES:
+            raise ConfigError(f"--resume cannot change {key!r} (it would not match the saved state); "
+                              f"settings it can change: {', '.join(RESUME_OVERRIDES)}")
+    return validate_config(apply_overrides(config.to_dict(), overrides))
+
+
+def _check_same_data(paths: RunPaths, data: ImageData, allow_change: bool) -> None:
+    """Refuses to resume on data other than the run's (another split or other images)."""
+    saved = read_info(paths).get("data", {})
+    now = _data_identity(data)
+    changed = [key for key in ("fingerprint", "val_indices_hash") if saved.get(key) and saved[key] != now[key]]
+    if not changed:
+        return
+    if not allow_change:
+        what = " and ".join({"fingerprint": "the images", "val_indices_hash": "the train/val split"}[k] for k in changed)
+        raise DataChangedError(
+            f"{paths.root} was trained on other data: {what} changed since "
+            f"(fingerprint {saved.get('fingerprint')} → {now['fingerprint']}, split "
+            f"{saved.get('val_indices_hash')} → {now['val_indices_hash']}); resuming would mix two datasets. "
+            "Train a new run, or pass --allow-data-change to continue anyway"
+        )
+    history = read_info(paths).get("data_changes", [])
+    update_info(paths, data={**saved, **now}, data_changes=[*history, {"from": saved, "to": now}])
+
+
+def _data_identity(data: ImageData) -> dict:
+    return {"fingerprint": data.fingerprint,
+            "val_indices_hash": fingerprint_array(np.asarray(data.val_indices, dtype=np.int64))}
 
 
 def train_or_resume(config: RunConfig, run_dir: str | Path) -> tuple[RunPaths, str]:
@@ -375,11 +537,10 @@ def _record_start(trainer: Trainer) -> None:
         precision=trainer.precision,
         parameters=count_parameters(trainer.model),
         data={
-            "fingerprint": data.fingerprint,
+            **_data_identity(data),
             "images": len(data.images),
             "train": len(data.train_indices),
             "val": len(data.val_indices),
-            "val_indices_hash": fingerprint_array(np.asarray(data.val_indices, dtype=np.int64)),
             **data.info,
         },
         steps_per_epoch=trainer.steps_per_epoch,
@@ -393,8 +554,9 @@ def _fit(trainer: Trainer) -> RunPaths:
         return trainer.paths
     try:
         state = trainer.fit()
-    except KeyboardInterrupt:
-        update_info(trainer.paths, status="interrupted", step=trainer.state.step)
+    except KeyboardInterrupt as exc:
+        signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        update_info(trainer.paths, status="interrupted", step=_saved_step(trainer.paths), stopped_by=signal_name)
         raise
     except TrainingDiverged as exc:
         update_info(trainer.paths, status="diverged", step=trainer.state.step, error=str(exc))
