@@ -10,23 +10,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from betavae.data.sprites import GENERATORS
 from betavae.model import PRESETS as MODEL_PRESETS
+from betavae.objectives import OBJECTIVES
+from betavae.strict import StrictModel
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be run; the message says what is valid."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where the images come from and how they are presented to the model."""
 
-    name: Literal["dsprites", "shapes-rgb", "prepared"] = "dsprites"
+    name: Literal[(*GENERATORS, "prepared")] = "dsprites"  # type: ignore[valid-type]
     path: str | None = Field(None, description="folder written by `betavae prepare` (name: prepared)")
     num_images: int = Field(50_000, gt=0, description="built-in data: images sampled from the factor grid")
     image_size: int = Field(64, gt=0, description="built-in data: rendered size; prepared data: checked")
@@ -42,10 +41,10 @@ class DataConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """The convolutional encoder/decoder; ``preset`` fills any field not given."""
 
-    preset: Literal["paper", "paper-batik", "small", "tiny"] | None = None
+    preset: Literal[tuple(MODEL_PRESETS)] | None = None  # type: ignore[valid-type]
     channels: list[int] = Field(default_factory=lambda: [32, 32, 64, 64])
     latent_dim: int = Field(10, gt=0)
     batch_norm: bool = True
@@ -70,45 +69,13 @@ class ModelConfig(_Strict):
         return self
 
 
-class BetaObjectiveConfig(_Strict):
-    """Higgins et al. 2017: recon + β·w·KL (w is the study's "KLD weight")."""
-
-    name: Literal["beta"] = "beta"
-    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
-    beta: float = Field(4.0, ge=0)
-    kld_weight: float = Field(1.0, ge=0, description="the study's w; 0.0025 with mse_mean")
-
-
-class CapacityObjectiveConfig(_Strict):
-    """Burgess et al. 2018: recon + γ·|KL − C|, C rising linearly to capacity_max over capacity_steps."""
-
-    name: Literal["capacity"]
-    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
-    gamma: float = Field(1000.0, ge=0)
-    capacity_max: float = Field(25.0, ge=0, description="nats")
-    capacity_steps: int = Field(100_000, gt=0, description="training steps to reach capacity_max")
-
-
-class BetaTCVAEObjectiveConfig(_Strict):
-    """Chen et al. 2018: recon + α·MI + β·TC + γ·dimension-wise KL."""
-
-    name: Literal["beta_tcvae"]
-    reconstruction: Literal["mse_mean", "mse_sum", "bernoulli"] = "bernoulli"
-    alpha: float = Field(1.0, ge=0)
-    beta: float = Field(6.0, ge=0)
-    gamma: float = Field(1.0, ge=0)
-    sampling: Literal["mws", "mss"] = Field(
-        "mss", description="minibatch stratified (default) or weighted sampling; mws logs terms offset by log N"
-    )
-
-
-ObjectiveConfig = Annotated[
-    Union[BetaObjectiveConfig, CapacityObjectiveConfig, BetaTCVAEObjectiveConfig],
+ObjectiveSettings = Annotated[
+    Union[tuple(objective.Settings for objective in OBJECTIVES.values())],  # type: ignore[misc]
     Field(discriminator="name"),
 ]
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """The training loop: budget, optimiser, schedule, precision, logging and checkpoints."""
 
     max_steps: int | None = Field(None, gt=0, description="total optimiser steps (wins over epochs)")
@@ -133,13 +100,13 @@ class TrainConfig(_Strict):
     progress: bool = True
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything a run needs; saved resolved as ``config.yaml`` in the run folder."""
 
     name: str = "run"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = Field(default_factory=BetaObjectiveConfig)
+    objective: ObjectiveSettings = Field(default_factory=OBJECTIVES["beta"].Settings)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     @model_validator(mode="before")
@@ -211,12 +178,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return result
 
 
-_OBJECTIVE_TAGS = ("beta", "capacity", "beta_tcvae")
-
-
 def _describe(error: dict) -> str:
     loc = error["loc"]
-    if len(loc) > 2 and loc[0] == "objective" and loc[1] in _OBJECTIVE_TAGS:
+    if len(loc) > 2 and loc[0] == "objective" and loc[1] in OBJECTIVES:
         loc = (loc[0], *loc[2:])  # drop the discriminated-union tag pydantic puts in the location
     location = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
     if error["type"] == "extra_forbidden":
@@ -229,7 +193,7 @@ def _describe(error: dict) -> str:
 def _section_for(location: tuple) -> type[BaseModel] | None:
     node: type[BaseModel] = RunConfig
     for part in location:
-        if part in _OBJECTIVE_TAGS:
+        if part in OBJECTIVES:
             continue  # discriminated-union tag in the error location
         field = node.model_fields.get(str(part))
         if field is None:
@@ -243,8 +207,7 @@ def _section_for(location: tuple) -> type[BaseModel] | None:
 
 
 def _objective_for(location: tuple) -> type[BaseModel] | None:
-    tags = {"beta": BetaObjectiveConfig, "capacity": CapacityObjectiveConfig, "beta_tcvae": BetaTCVAEObjectiveConfig}
-    return next((tags[p] for p in location if p in tags), None)
+    return next((OBJECTIVES[p].Settings for p in location if p in OBJECTIVES), None)
 
 
 def validate_config(raw: dict) -> RunConfig:
