@@ -73,6 +73,20 @@ def test_paper_study_encodes_the_article():
     assert spec.evaluate.fid_samples == 2400
 
 
+def test_the_sweep_study_replaces_the_sweep_script():
+    spec, cells = load_study(REPO / "studies" / "dsprites-sweep.yaml")
+    objectives = sorted((c.config.objective.name, c.config.objective.beta) for c in cells)
+    assert objectives == [("beta", 1), ("beta", 4), ("beta", 16), ("beta_tcvae", 6)]
+    assert all(c.config.data.image_size == 32 and c.config.train.max_steps == 2000 for c in cells)
+    assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.evaluate.dci_points == 1000
+
+
+@pytest.mark.parametrize("study_file", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_loads(study_file):
+    spec, cells = load_study(study_file)
+    assert cells and spec.name
+
+
 def test_demo_study_has_the_papers_shape():
     _, cells = load_study(REPO / "studies" / "demo.yaml")
     grid = [c for c in cells if c.group == "grid"]
