@@ -1,4 +1,4 @@
-"""The article's numbers (Purbaya et al., Tables 2–4; see SPEC.md) and the article row a study cell reproduces."""
+"""The article's numbers (Purbaya et al., Tables 2–4; see docs/study.md §7) and the article row a study cell reproduces."""
 from __future__ import annotations
 
 import math

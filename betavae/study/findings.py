@@ -1,4 +1,4 @@
-"""The article's findings (SPEC.md, "Findings to check against") checked on a study's finished cells.
+"""The article's findings (docs/study.md §8) checked on a study's finished cells.
 
 Every check names the measurable proxy it uses. β is compared only within a dataset, among grid
 cells that differ in nothing but ``objective.beta``; a dataset with a single β is skipped. The
@@ -69,7 +69,7 @@ class Finding:
 
 
 def check_findings(results: list[CellResult], grid_keys: list[str]) -> list[Finding]:
-    """Every finding of SPEC.md checked on the finished cells, in the article's order."""
+    """Every finding of the article (docs/study.md §8) checked on the finished cells, in order."""
     return [smaller_beta_lower_reconstruction(results), smaller_beta_higher_kl(results),
             larger_beta_fewer_active_dims(results), larger_beta_lower_ssim(results), celeba_best(results),
             batik_worst(results), disentangle_poorly(results), larger_beta_lower_fid(results),
