@@ -26,7 +26,8 @@ def models(tiny_run):
 
 @pytest.fixture(scope="module")
 def client(models):
-    with TestClient(create_app(models, top_k=2)) as client:
+    # The Host a browser sends for http://127.0.0.1:8765 (TestClient's default, "testserver", is refused).
+    with TestClient(create_app(models, top_k=2), base_url="http://127.0.0.1:8765") as client:
         yield client
 
 
@@ -211,5 +212,6 @@ def test_cli_defaults_bind_localhost_and_a_missing_run_is_an_error(tmp_path):
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["explore", str(tmp_path / "missing")])
     assert (args.host, args.port, args.top_k, args.func) == ("127.0.0.1", 8765, 10, run_explorer)
+    assert args.allow_host == []
     with pytest.raises(FileNotFoundError, match="missing"):
         args.func(args)

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
 from importlib.resources import files
+from typing import Annotated
 
 import torch
 from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict
 
+from betavae.explorer.guard import LOOPBACK_HOSTS, RequestGuard, normal_host
 from betavae.explorer.state import (
     LATENT_BOUND,
     MAX_EXPORT,
@@ -26,35 +30,65 @@ from betavae.explorer.state import (
 
 _MAX_DIMS = 4096
 _MULTIPART_OVERHEAD = 64 * 1024
+JSON_BODY_LIMIT = 1024 * 1024  # the largest legitimate body (4096 dims swept and fixed) is ~0.4 MB
+_UPLOAD_PATH = re.compile(r"/api/models/[^/]*/encode")
 
 
-class Latent(BaseModel):
+def body_limit(path: str) -> int:
+    """The most body bytes a request to ``path`` may send: an upload, or a JSON request."""
+    return MAX_UPLOAD_BYTES + _MULTIPART_OVERHEAD if _UPLOAD_PATH.fullmatch(path) else JSON_BODY_LIMIT
+
+
+def _dim_key(value: object) -> object:
+    """A dimension as a JSON object key: digits only ("3", not "3.0", " 3", "+3")."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    raise ValueError('a dimension key must be written in digits, e.g. "3"')
+
+
+# JSON numbers only: true, "1.5", null, NaN and Infinity are refused (422), not converted.
+Number = Annotated[float, Strict(), AllowInfNan(False)]  # an integer is a number too
+Integer = Annotated[int, Strict()]
+DimKey = Annotated[int, BeforeValidator(_dim_key)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latent(_Body):
     """A latent vector."""
 
-    z: list[float] = Field(max_length=_MAX_DIMS)
+    z: list[Number] = Field(max_length=_MAX_DIMS)
 
 
 class Traversal(Latent):
     """A latent vector and the dimension to run across ``steps`` values from ``low`` to ``high``."""
 
-    dim: int
-    steps: int = Field(9, ge=2, le=MAX_TRAVERSAL_STEPS)
-    low: float = -3.0
-    high: float = 3.0
+    dim: Integer
+    steps: Integer = Field(9, ge=2, le=MAX_TRAVERSAL_STEPS)
+    low: Number = -3.0
+    high: Number = 3.0
 
 
-class Export(BaseModel):
+class Export(_Body):
     """``n`` seeded prior samples; ``fixed`` dims take one value, ``sweeps`` dims run from low to high."""
 
-    n: int = Field(ge=1, le=MAX_EXPORT)
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    fixed: dict[int, float] = Field(default_factory=dict, max_length=_MAX_DIMS)
-    sweeps: dict[int, tuple[float, float]] = Field(default_factory=dict, max_length=_MAX_DIMS)
+    n: Integer = Field(ge=1, le=MAX_EXPORT)
+    seed: Integer = Field(0, ge=0, le=2**31 - 1)
+    fixed: dict[DimKey, Number] = Field(default_factory=dict, max_length=_MAX_DIMS)
+    sweeps: dict[DimKey, tuple[Number, Number]] = Field(default_factory=dict, max_length=_MAX_DIMS)
 
 
-def create_app(models: list[ExplorerModel], top_k: int = 10) -> FastAPI:
-    """The FastAPI app serving ``models`` (addressed by their ``id``, their position in the list)."""
+def create_app(models: list[ExplorerModel], top_k: int = 10, allow_hosts: Iterable[str] = ()) -> FastAPI:
+    """The FastAPI app serving ``models`` (addressed by their ``id``, their position in the list).
+
+    Requests must name this machine's loopback names (127.0.0.1, localhost, [::1], any port) or one
+    of ``allow_hosts`` in their Host header; bodies are limited by :func:`body_limit`.
+    """
     app = FastAPI(title="betavae explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    hosts = {*LOOPBACK_HOSTS, *(normal_host(h) or h for h in allow_hosts)}
+    app.add_middleware(RequestGuard, allowed_hosts=hosts, body_limit=body_limit)
     page = (files("betavae.explorer") / "page.html").read_text(encoding="utf-8")
 
     def model_at(model_id: int) -> ExplorerModel:
@@ -66,13 +100,12 @@ def create_app(models: list[ExplorerModel], top_k: int = 10) -> FastAPI:
     def _refused(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > MAX_UPLOAD_BYTES + _MULTIPART_OVERHEAD:
-            return JSONResponse({"detail": f"request body over {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"},
-                                status_code=413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, without the offending input (a NaN cannot be written as JSON, and a large
+        # body is not echoed back).
+        errors = [{key: e.get(key) for key in ("loc", "msg", "type")} for e in exc.errors()[:20]]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:

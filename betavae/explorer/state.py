@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from betavae.data import imageio
 from betavae.data.transforms import uint8_to_unit, unit_to_uint8
 from betavae.figures import image_grid, image_png, traversal_images
 from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
@@ -116,37 +117,45 @@ def png_bytes(images01: torch.Tensor, nrow: int = 8) -> bytes:
 
 
 def read_upload(data: bytes, channels: int, size: int) -> torch.Tensor:
-    """An uploaded image file → ``(1, C, size, size)`` in [0, 1]: checked, centre-cropped, resized."""
+    """An uploaded image file → ``(1, C, size, size)`` in [0, 1], after size checks.
+
+    The file is read exactly as ``betavae traverse --image`` reads its file (and ``evaluate --images``
+    its folder): :func:`betavae.evaluation.reconstruction.load_image`, i.e. the training data's
+    transforms (EXIF orientation; 16-bit values scaled as value / 257; transparency composited on
+    white; RGB or grayscale; shorter side resized to ``size``; centre crop).
+    """
+    from betavae.evaluation.reconstruction import load_image  # betavae.evaluation imports scikit-learn
+
     if len(data) > MAX_UPLOAD_BYTES:
         raise RequestError(f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
-    image = _open_image(data)
-    image = _square(image.convert("L" if channels == 1 else "RGB")).resize((size, size), Image.BILINEAR)
-    array = np.array(image, dtype=np.uint8).reshape(size, size, channels)
+    _check_pixels(data)
+    # load_image reads a path; the upload goes through a temporary file (at most MAX_UPLOAD_BYTES).
+    with tempfile.NamedTemporaryFile(prefix="betavae-upload-") as file:
+        file.write(data)
+        file.flush()
+        try:
+            array = load_image(file.name, size, channels)
+        except imageio.SkipImage as exc:
+            if exc.reason in (imageio.EMPTY, imageio.NOT_AN_IMAGE, imageio.CORRUPT):
+                raise RequestError(f"{_UNREADABLE} ({exc.reason})") from None
+            raise RequestError(f"the upload cannot be used: {exc}") from None
     return uint8_to_unit(array[None])
 
 
-def _open_image(data: bytes) -> Image.Image:
-    """Pillow's ``verify`` on the bytes, a size check from the header, then the full decode."""
-    unreadable = "the upload is not an image Pillow can read (PNG, JPEG, ...)"
+_UNREADABLE = "the upload is not an image Pillow can read (PNG, JPEG, ...)"
+
+
+def _check_pixels(data: bytes) -> None:
+    """Refuses an image of more than :data:`MAX_UPLOAD_PIXELS` from its header, before any decoding."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            probe.verify()
-        image = Image.open(io.BytesIO(data))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise RequestError(unreadable) from None
-    if image.width * image.height > MAX_UPLOAD_PIXELS:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            pixels = probe.width * probe.height
+    except Image.DecompressionBombError:
+        pixels = MAX_UPLOAD_PIXELS + 1
+    except Exception:  # Pillow raises many types on bad data; load_image says which problem it is
+        return
+    if pixels > MAX_UPLOAD_PIXELS:
         raise RequestError(f"the image has more than {MAX_UPLOAD_PIXELS} pixels")
-    try:
-        image.load()
-    except (OSError, SyntaxError, ValueError):
-        raise RequestError(unreadable) from None
-    return image
-
-
-def _square(image: Image.Image) -> Image.Image:
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return image.crop((left, top, left + side, top + side))
 
 
 def traversal_strip(model: ExplorerModel, z: torch.Tensor, dim: int, steps: int, low: float, high: float) -> bytes:
