@@ -125,8 +125,10 @@ def check_new_run_folder(root: str | Path, overwrite: bool = False) -> None:
 
 
 def _run_contents(root: Path) -> list[Path]:
-    """What a folder holds apart from the lock file (nothing when it does not exist)."""
-    return [entry for entry in root.iterdir() if entry.name != ".lock"] if root.is_dir() else []
+    """What a folder holds apart from the lock file and a study cell's error log (which a new run
+    keeps); nothing when it does not exist."""
+    kept = (".lock", "error.txt")
+    return [entry for entry in root.iterdir() if entry.name not in kept] if root.is_dir() else []
 
 
 def create_run(root: str | Path, config: RunConfig, overwrite: bool = False) -> RunPaths:

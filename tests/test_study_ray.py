@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -78,8 +79,10 @@ def test_a_failing_cell_is_retried_once_then_reported(first_run):
     broken = state["cells"]["broken_beta1"]
     assert broken["attempts"] == 2
     assert broken["error"].startswith("PrepareError") and "not-prepared" in broken["error"]
-    error_file = StudyPaths(out).cell("broken_beta1") / "error.txt"
-    assert error_file.read_text().startswith("attempt 2\n") and "Traceback" in error_file.read_text()
+    text = (StudyPaths(out).cell("broken_beta1") / "error.txt").read_text()
+    assert re.findall(r"^=== attempt (\d+), ", text, re.M) == ["1", "2"]  # every attempt's traceback kept
+    attempts = re.split(r"^=== attempt ", text, flags=re.M)[1:]
+    assert all("Traceback" in attempt and "not-prepared" in attempt for attempt in attempts)
     assert "broken_beta1" in (out / "report.html").read_text()
 
 
@@ -94,6 +97,8 @@ def test_a_restart_skips_finished_cells_and_retries_failed_ones(first_run, study
         assert state["cells"][name]["attempts"] == 0 and state["cells"][name]["headline"]["psnr_val"] > 0
         assert checkpoints[name].stat().st_mtime_ns == before[name]
     assert state["cells"]["broken_beta1"]["state"] == "failed" and state["cells"]["broken_beta1"]["attempts"] == 2
+    text = (StudyPaths(out).cell("broken_beta1") / "error.txt").read_text()
+    assert re.findall(r"^=== attempt (\d+), ", text, re.M) == ["1", "2", "1", "2"]  # appended, not replaced
 
 
 def test_the_cli_runs_a_study_on_an_existing_cluster_and_leaves_it_running(local_ray, study_file):

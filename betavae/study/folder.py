@@ -5,7 +5,8 @@
     runs/study-NAME/
       study.yaml          the study file as it was run
       study.json          cells: name, dataset, group, values, state, attempts, error, seconds
-      cells/CELL/         a run folder per cell (config.yaml, metrics/, checkpoints/, eval/)
+      cells/CELL/         a run folder per cell (config.yaml, metrics/, checkpoints/, eval/), and
+                          error.txt: every failed attempt's traceback, headed with its number and time
       report.html         the comparison report (``betavae report``)
       tables/             the report's tables as CSV and Markdown
 """
