@@ -12,6 +12,8 @@ item's square crop (bounding box, face, patch) if any → resize of the shorter 
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 import zipfile
 import zlib
@@ -28,6 +30,9 @@ BOMB = "decompression bomb"
 TOO_SMALL = "smaller than target"
 UNSUPPORTED = "unsupported pixel format"
 BAD_REGION = "crop region outside the image"
+NOT_REGULAR = "not a regular file"  # named pipe, socket, device: never opened
+UNREADABLE = "not readable"  # permission denied
+ANIMATED = "animated image"  # detail: the frame count; only still images are used
 
 # Notes: per-image conversions, counted in the manifest.
 NOTE_CMYK = "CMYK converted to RGB"
@@ -93,12 +98,48 @@ def close_archives() -> None:
         _archives.popitem()[1].close()
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISDIR, "folder"),
+)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (for the skip detail)."""
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "special file")
+
+
 def read_source(path: str, member: str | None = None) -> bytes:
-    """The bytes of a file, or of ``member`` inside the zip archive at ``path``."""
-    if member is None:
-        with open(path, "rb") as handle:
-            return handle.read()
-    return _open_zip(path).read(member)
+    """The bytes of a file, or of ``member`` inside the zip archive at ``path``.
+
+    Only regular files are read: a named pipe, socket or device (or a link to one) raises
+    :class:`SkipImage` without being opened for reading; the file is opened non-blocking and
+    checked again, so one swapped in after the first look cannot block the worker either.
+    """
+    if member is not None:
+        return _open_zip(path).read(member)
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise SkipImage(NOT_REGULAR, file_kind(mode))
+    with open(os.open(path, _OPEN_FLAGS), "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise SkipImage(NOT_REGULAR, file_kind(mode))
+        return handle.read()
+
+
+def _frames(image: Image.Image) -> int:
+    """The frame count of an animated GIF, PNG (APNG) or WebP; 1 for every other image.
+
+    (Multi-frame TIFF and MPO files hold pages or previews beside one main picture: the first
+    frame is used, as Pillow loads it.)"""
+    if image.format not in ("GIF", "PNG", "WEBP") or not getattr(image, "is_animated", False):
+        return 1
+    return int(image.n_frames)
 
 
 def decode(data: bytes, max_pixels: int | None) -> tuple[Image.Image, list[str]]:
@@ -106,12 +147,15 @@ def decode(data: bytes, max_pixels: int | None) -> tuple[Image.Image, list[str]]
     if not data:
         raise SkipImage(EMPTY, "0 bytes")
     notes: list[str] = []
+    frames = 1
     default_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            image.load()
+            frames = _frames(image)
+            if frames == 1:
+                image.load()
     except UnidentifiedImageError:
         raise SkipImage(NOT_AN_IMAGE, "format not recognised") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -120,6 +164,8 @@ def decode(data: bytes, max_pixels: int | None) -> tuple[Image.Image, list[str]]
         raise SkipImage(CORRUPT, f"{type(exc).__name__}: {exc}") from None
     finally:
         Image.MAX_IMAGE_PIXELS = default_limit
+    if frames > 1:
+        raise SkipImage(ANIMATED, f"{frames} frames; only still images are used")
     try:
         if image.getexif().get(0x0112, 1) in range(2, 9):  # 1: as stored; 2…8: flips and turns
             image = ImageOps.exif_transpose(image)
@@ -210,8 +256,14 @@ def load_converted(
         data = read_source(path, member)
     except FileNotFoundError:
         raise SkipImage(CORRUPT, "file disappeared during the build") from None
+    except PermissionError as exc:
+        raise SkipImage(UNREADABLE, exc.strerror or str(exc)) from None
+    except SkipImage:
+        raise
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise SkipImage(CORRUPT, f"cannot read: {exc}") from None
+    except (RuntimeError, NotImplementedError, ValueError) as exc:  # zip: encrypted, odd method
+        raise SkipImage(CORRUPT, f"cannot read: {type(exc).__name__}: {exc}") from None
     image, notes = decode(data, options.max_pixels)
     image, convert_notes = to_channels(image, options.channels, options.background)
     return image, notes + convert_notes

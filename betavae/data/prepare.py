@@ -5,6 +5,10 @@ orient, convert, crop and resize each one (:mod:`betavae.data.imageio`); the mai
 streams the rows into ``images.npy`` in listing order, so memory stays flat however many
 images there are. The cache is built in a hidden folder beside ``--out`` and renamed into place
 only when complete; re-running with the same source files and options does nothing.
+
+Stopping: Ctrl-C or SIGTERM kills the workers at once, removes the hidden folder and leaves any
+earlier cache at ``--out`` as it was; the workers (:mod:`betavae.data.workers`) also end when the
+process is killed outright (SIGKILL, the OOM killer).
 """
 from __future__ import annotations
 
@@ -13,12 +17,15 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageColor
 from tqdm import tqdm
 
-from betavae.data import imageio
+from betavae.data import imageio, workers as worker_processes
 from betavae.data.base import split_indices
 from betavae.data.prepared import (
     ATTRIBUTES,
@@ -108,13 +115,18 @@ def prepare(
     started = time.perf_counter()
     if recipe not in RECIPES:
         raise PrepareError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
-    source, out = Path(source).expanduser().resolve(), Path(out).expanduser().resolve()
+    try:
+        source, out = Path(source).expanduser().resolve(), Path(out).expanduser().resolve()
+    except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+        raise PrepareError(f"cannot resolve --source {source} or --out {out}: {exc}") from None
     if not source.exists():
         raise PrepareError(f"--source {source} does not exist")
     if out == source:
         raise PrepareError("--out must differ from --source")
     options = replace(options, recipe={**RECIPES[recipe].DEFAULTS, **options.recipe})
     listing = RECIPES[recipe].list_items(source, {**asdict(options), **options.recipe})
+    for warning in listing.warnings:
+        log(f"warning: {warning}")
     if not listing.items:
         raise PrepareError(_nothing_usable(recipe, source, listing.skipped))
     key = cache_key(recipe, options, listing.fingerprint)
@@ -130,9 +142,10 @@ def prepare(
         manifest = _build(build_dir, recipe, source, listing, options, workers, progress)
         manifest.update(cache_key=key, workers=workers)
         manifest["seconds"] = round(time.perf_counter() - started, 2)
-        write_json(build_dir / MANIFEST, manifest)  # last: its presence marks a complete cache
-        os.chmod(build_dir, 0o755)
-        _move_into_place(build_dir, out)
+        with _stop_signals_held():  # a stop now would lose both the new and the old cache
+            write_json(build_dir / MANIFEST, manifest)  # last: its presence marks a complete cache
+            os.chmod(build_dir, 0o755)
+            _move_into_place(build_dir, out)
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
@@ -184,6 +197,21 @@ def _remove_leftovers(out: Path, log: Callable[[str], None]) -> None:
         for leftover in out.parent.glob(pattern):
             log(f"removing {leftover} (left by an interrupted build)")
             shutil.rmtree(leftover, ignore_errors=True)
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back during the block; one that came meanwhile acts after it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not hasattr(signal, "pthread_sigmask") or not main_thread:
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _move_into_place(build_dir: Path, out: Path) -> None:
@@ -250,7 +278,10 @@ class RowWriter:
 def decode_items(
     items: list[Item], options: imageio.ImageOptions, workers: int
 ) -> Iterator[ItemResult]:
-    """Results in item order; at most ``2 × workers`` chunks in flight, so memory stays bounded."""
+    """Results in item order; at most ``2 × workers`` chunks in flight, so memory stays bounded.
+
+    Close the generator (or let it finish) to stop the workers: stopping early (Ctrl-C, SIGTERM,
+    an error) kills them at once, as nothing they hold is worth finishing."""
     chunk_size = max(1, min(64, len(items) // (workers * 8)))
     chunks = (items[i : i + chunk_size] for i in range(0, len(items), chunk_size))
     if workers == 1:
@@ -260,18 +291,24 @@ def decode_items(
         finally:
             imageio.close_archives()
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        try:
-            for chunk in chunks:
-                pending.append(pool.submit(process_chunk, chunk, options))
-                if len(pending) >= 2 * workers:
-                    yield from pending.popleft().result()
-            while pending:
+    pool = worker_processes.worker_pool(workers)
+    pending: deque = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(process_chunk, chunk, options))
+            if len(pending) >= 2 * workers:
                 yield from pending.popleft().result()
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        while pending:
+            yield from pending.popleft().result()
+    except BrokenProcessPool:
+        raise PrepareError(
+            "a decoding worker process died (killed, or out of memory?); nothing was written"
+        ) from None
+    except BaseException:
+        worker_processes.kill_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -302,7 +339,7 @@ def _decode_into(
     hide = None if progress is None else not progress  # None: tqdm hides the bar off a terminal
     bar = tqdm(total=len(items), unit="img", desc=f"prepare {recipe}", disable=hide)
     names = open(build_dir / NAMES, "w", encoding="utf-8")
-    with RowWriter(build_dir / IMAGES, shape) as writer, bar, names:
+    with RowWriter(build_dir / IMAGES, shape) as writer, bar, names, closing(results):
         for index, (item, result) in enumerate(zip(items, results)):
             bar.update(1)
             if result.skip is not None:
@@ -352,7 +389,12 @@ def _build(
         "shape": shape,
         "options": asdict(options),
         "transforms": options.image_options().describe(),
-        "source": {"path": str(source), "fingerprint": listing.fingerprint, **listing.notes},
+        "source": {
+            "path": str(source),
+            "fingerprint": listing.fingerprint,
+            **listing.notes,
+            **({"warnings": listing.warnings} if listing.warnings else {}),
+        },
         "counts": {
             "listed": len(listing.items) + len(listing.skipped),
             "kept": decoded.rows,

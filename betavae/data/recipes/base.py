@@ -6,8 +6,10 @@ arrays with :mod:`betavae.data.imageio`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,8 +19,22 @@ from PIL import Image
 from betavae.data import imageio
 from betavae.data.prepared import PrepareError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 NOT_IN_INCLUDE_LIST = "listed in --include but not found"
+UNEXPECTED = "unexpected error"  # an exception nobody foresaw, while decoding one image
+
+# Why a directory entry was left out when the source folder was listed (see scan_folder). A
+# folder's name ends with "/"; a name that is not valid UTF-8 is written with \xNN escapes.
+BAD_NAME = "file name not valid UTF-8"
+BROKEN_LINK = "broken symlink"
+LINK_LOOP = "symlink loop"
+DUPLICATE_FOLDER = "folder already listed"  # a link to a folder that is read under another name
+UNREADABLE = imageio.UNREADABLE
+CANNOT_READ = "cannot read"
+NOT_REGULAR = imageio.NOT_REGULAR
+NOT_IMAGE_FILE = "not an image file"
+HIDDEN_FOLDER = "hidden folder"
+_HARMLESS = (NOT_IMAGE_FILE, HIDDEN_FOLDER)  # not part of the source fingerprint
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class Listing:
     attribute_names: tuple[str, ...] = ()
     attributes: dict[str, np.ndarray] | None = None  # item name → int8/int16 values per attribute
     notes: dict = field(default_factory=dict)  # recipe facts for the manifest (layout found, …)
+    warnings: list[str] = field(default_factory=list)  # printed, and kept in the manifest
 
 
 @dataclass(frozen=True)
@@ -68,13 +85,178 @@ class ItemResult:
     notes: tuple[str, ...] = ()
 
 
-def scan_images(root: Path) -> list[Path]:
-    """Image files under ``root``: recursive, sorted, any case of extension, dot-folders skipped."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(Path(folder) / f for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+def display_name(name: str) -> str:
+    """A file name as text that is always valid UTF-8: undecodable bytes as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _valid_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # undecodable bytes come as lone surrogates (surrogateescape)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@dataclass
+class Scan:
+    """What :func:`scan_folder` found: every entry is in exactly one of the three lists."""
+
+    images: list[Path]  # regular files with an image extension, sorted by relative name
+    others: list[Path]  # other regular files (a recipe may use some, e.g. landmark files)
+    skipped: list[Skip]  # everything else, with the reason
+    root: Path
+
+    def unused(self, used: set[Path] = frozenset()) -> list[Skip]:
+        """:attr:`skipped` plus the ``others`` not in ``used``, as skips."""
+        others = [p for p in self.others if p not in used]
+        extra = [Skip(relative_name(p, self.root), NOT_IMAGE_FILE) for p in others]
+        return sorted(self.skipped + extra, key=lambda skip: skip.name)
+
+    def fingerprint(self, paths: list[Path] | None = None) -> str:
+        """Of ``paths`` (default: the images) and the problem entries (a fixed link rebuilds)."""
+        files = fingerprint_files(self.root, self.images if paths is None else paths)
+        problems = [f"{s.name}\t{s.reason}" for s in self.skipped if s.reason not in _HARMLESS]
+        return combine_fingerprints(files, *problems) if problems else files
+
+
+def scan_folder(root: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> Scan:
+    """Every entry under ``root`` (recursive), sorted by relative name, never blocking on any.
+
+    Symlinks are followed, to files and to folders, except a link back to a folder above it (a
+    loop) and a link to a folder listed under another name (real folders are listed first, so they
+    keep their own names); dot-folders are not entered. Nothing is opened: a named pipe, socket or
+    device (or a link to one), a broken link, an unreadable folder and a name that is not UTF-8 are
+    listed in ``skipped`` with the reason. An unreadable ``root`` is a :class:`PrepareError`.
+    """
+    images: list[tuple[str, Path]] = []
+    others: list[tuple[str, Path]] = []
+    skipped: list[Skip] = []
+    try:
+        info = os.stat(root)
+    except OSError as exc:
+        raise PrepareError(f"cannot read --source {root}: {exc.strerror or exc}") from None
+    key = (info.st_dev, info.st_ino)
+    seen = {key: ""}  # every folder listed → its name ("" the source)
+    stack = [(root, "", (key,))]  # folders to list: (path, name + "/", the folders above and it)
+    linked: list[tuple[Path, str, tuple, tuple]] = []  # links to folders, listed after the rest
+    while stack or linked:
+        if not stack:  # every real folder is listed: follow the first link not yet seen
+            path, name, ancestors, key = linked.pop(0)
+            if key in ancestors:
+                where = f"{seen[key]}/" if seen[key] else "the source folder"
+                skipped.append(Skip(name + "/", LINK_LOOP, f"links back to {where}"))
+            elif key in seen:
+                detail = f"same folder as {seen[key]}/"
+                skipped.append(Skip(name + "/", DUPLICATE_FOLDER, detail))
+            else:
+                seen[key] = name
+                stack.append((path, name + "/", (*ancestors, key)))
+            continue
+        folder, prefix, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as found:
+                entries = sorted(found, key=lambda e: e.name)
+        except OSError as exc:
+            if not prefix:
+                raise PrepareError(f"cannot read --source {root}: {exc.strerror or exc}") from None
+            skipped.append(_error_skip(prefix, exc))
+            continue
+        subfolders = []
+        for entry in entries:
+            name = prefix + entry.name
+            if not _valid_utf8(entry.name):
+                is_folder = _is_dir(entry)
+                detail = "rename it to use it" + ("; folder not read" if is_folder else "")
+                skipped.append(Skip(display_name(name) + "/" * is_folder, BAD_NAME, detail))
+                continue
+            try:
+                info = entry.stat()  # follows links
+            except OSError as exc:
+                skipped.append(_error_skip(name, exc, entry))
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if entry.name.startswith("."):
+                    skipped.append(Skip(name + "/", HIDDEN_FOLDER, "not read"))
+                elif entry.is_symlink():
+                    linked.append((Path(entry.path), name, ancestors, key))
+                elif key in seen:  # a bind mount, or a folder hard link on odd file systems
+                    detail = f"same folder as {seen[key]}/"
+                    skipped.append(Skip(name + "/", DUPLICATE_FOLDER, detail))
+                else:
+                    seen[key] = name
+                    subfolders.append((Path(entry.path), name + "/", (*ancestors, key)))
+            elif stat.S_ISREG(info.st_mode):
+                is_image = entry.name.lower().endswith(extensions)
+                (images if is_image else others).append((name, Path(entry.path)))
+            else:
+                skipped.append(Skip(name, NOT_REGULAR, imageio.file_kind(info.st_mode)))
+        stack.extend(reversed(subfolders))  # depth first, in name order
+    images.sort(key=lambda found: found[0])
+    others.sort(key=lambda found: found[0])
+    skipped.sort(key=lambda skip: skip.name)
+    return Scan([p for _, p in images], [p for _, p in others], skipped, root)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _error_skip(name: str, exc: OSError, entry: os.DirEntry | None = None) -> Skip:
+    """The skip for an entry (or a folder, ``name`` ending in "/") that could not be read."""
+    detail = exc.strerror or str(exc)
+    if entry is not None and entry.is_symlink():
+        try:
+            detail = f"points to {display_name(os.readlink(entry.path))}"
+        except OSError:
+            pass
+        if exc.errno == errno.ENOENT:
+            return Skip(name, BROKEN_LINK, detail)
+    if exc.errno == errno.ELOOP:
+        return Skip(name, LINK_LOOP, "too many levels of symbolic links")
+    if isinstance(exc, PermissionError):
+        return Skip(name, UNREADABLE, detail or "permission denied")
+    return Skip(name, CANNOT_READ, detail)
+
+
+def is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder (or a link to one); False when it cannot even be looked at."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (or a link to one): never a pipe, socket or device."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def subfolders(path: Path) -> list[Path]:
+    """The folders directly in ``path`` (links to folders too), sorted; none if it is unreadable."""
+    try:
+        with os.scandir(path) as entries:
+            names = sorted(e.name for e in entries if _is_dir(e) and _valid_utf8(e.name))
+    except OSError:
+        return []
+    return [path / name for name in names]
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small text file of the source (a list, annotations), or one clear :class:`PrepareError`."""
+    if not is_regular_file(path):
+        raise PrepareError(f"{what} {path} is not a regular file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PrepareError(f"cannot read {what} {path}: {exc}") from None
 
 
 def require_folder(source: Path, expected: str) -> None:
@@ -91,8 +273,13 @@ def fingerprint_files(root: Path, paths: list[Path]) -> str:
     """Hash of each file's path relative to ``root``, size and modification time."""
     digest = hashlib.blake2b(digest_size=16)
     for path in paths:
-        stat = path.stat()
-        digest.update(f"{relative_name(path, root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        try:
+            info = path.stat()
+            state = f"{info.st_size}\t{info.st_mtime_ns}"
+        except OSError as exc:  # gone since it was listed: the worker will skip it
+            state = f"error {exc.errno}"
+        name = display_name(relative_name(path, root))
+        digest.update(f"{name}\t{state}\n".encode())
     return digest.hexdigest()
 
 
@@ -104,8 +291,12 @@ def read_include_list(path: Path) -> list[str]:
     """Relative paths, one a line; blank lines and ``#`` comments ignored; ``\\`` read as ``/``."""
     if not path.is_file():
         raise PrepareError(f"--include file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PrepareError(f"cannot read the --include file {path}: {exc}") from None
     names = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip().replace("\\", "/")
         if line:
             names.append(line.removeprefix("./"))
@@ -151,6 +342,8 @@ def process_item(item: Item, options: imageio.ImageOptions) -> ItemResult:
             notes += resize_notes
     except imageio.SkipImage as exc:
         return ItemResult(skip=Skip(item.name, exc.reason, exc.detail))
+    except Exception as exc:  # one odd file must not stop the build; the manifest says what it was
+        return ItemResult(skip=Skip(item.name, UNEXPECTED, f"{type(exc).__name__}: {exc}"))
     return ItemResult(arrays=tuple(arrays), notes=tuple(sorted(set(notes))))
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 from betavae.data.recipes.base import (
     Item,
     Listing,
-    fingerprint_files,
     relative_name,
     require_folder,
-    scan_images,
+    scan_folder,
     select_items,
 )
 
@@ -52,9 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def list_items(source: Path, options: dict) -> Listing:
     """One item per photo, carrying its share of the patches."""
     require_folder(source, "a folder of batik photos")
-    paths = scan_images(source)
-    photos = [Item(name=relative_name(p, source), path=str(p)) for p in paths]
-    photos, skipped = select_items(photos, options)
+    scan = scan_folder(source)
+    photos = [Item(name=relative_name(p, source), path=str(p)) for p in scan.images]
+    photos, skipped = select_items(photos, options, scan.unused())
     total, patch_size, seed = options["patches"], options["patch_size"], options["seed"]
     items = []
     if photos:
@@ -65,4 +64,4 @@ def list_items(source: Path, options: dict) -> Listing:
                 patches = {"patches": count, "patch_size": patch_size, "patch_seed": (seed, k)}
                 items.append(replace(photo, **patches))
     notes = {"photos": len(photos), "patches_requested": total, "split_unit": "photo"}
-    return Listing(items, fingerprint_files(source, paths), skipped, notes=notes)
+    return Listing(items, scan.fingerprint(), skipped, notes=notes)

@@ -9,19 +9,26 @@ The devkit's ``cars_train_annos.mat`` (and ``cars_test_annos_withlabels.mat`` or
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 
+from betavae.data import imageio
 from betavae.data.prepared import PrepareError
 from betavae.data.recipes.base import (
+    UNREADABLE,
     Item,
     Listing,
     Skip,
     fingerprint_files,
+    is_folder,
+    is_regular_file,
     require_folder,
     select_items,
+    subfolders,
 )
 
 HELP = "Stanford Cars: cars_train/ (+ cars_test/) with the devkit's cars_train_annos.mat"
@@ -54,7 +61,7 @@ def list_items(source: Path, options: dict) -> Listing:
     items, skipped, files, labels, used = [], [], [], {}, []
     for annotation_names, image_folder_name in SUBSETS:
         candidates = (d / n for d in folders for n in annotation_names)
-        annotation_file = next((f for f in candidates if f.is_file()), None)
+        annotation_file = next((f for f in candidates if is_regular_file(f)), None)
         if annotation_file is None:
             continue
         image_folder = _image_folder(folders, image_folder_name)
@@ -67,8 +74,9 @@ def list_items(source: Path, options: dict) -> Listing:
         for record in read_annotations(annotation_file):
             name = f"{image_folder_name}/{record['fname']}"
             path = image_folder / record["fname"]
-            if not path.is_file():
-                skipped.append(Skip(name, MISSING_IMAGE, str(path)))
+            problem = _file_problem(path)
+            if problem is not None:
+                skipped.append(Skip(name, *problem))
                 continue
             files.append(path)
             labels[name] = np.array([record["class"]], dtype=np.int16)
@@ -87,14 +95,29 @@ def list_items(source: Path, options: dict) -> Listing:
     )
 
 
+def _file_problem(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) when an annotated image cannot be used as a file; None when it can."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return MISSING_IMAGE, str(path)
+    except PermissionError as exc:
+        return UNREADABLE, exc.strerror or "permission denied"
+    except OSError as exc:  # a link loop, an unreadable folder on the way …
+        return MISSING_IMAGE, f"{path}: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        return imageio.NOT_REGULAR, imageio.file_kind(mode)
+    return None
+
+
 def _search_folders(source: Path) -> list[Path]:
-    top = [source, *sorted(p for p in source.iterdir() if p.is_dir())]
-    return [*top, *(d / "devkit" for d in top if (d / "devkit").is_dir())]
+    top = [source, *subfolders(source)]
+    return [*top, *(d / "devkit" for d in top if is_folder(d / "devkit"))]
 
 
 def _image_folder(folders: list[Path], name: str) -> Path | None:
-    folder = next((d / name for d in folders if (d / name).is_dir()), None)
-    if folder is not None and (folder / name).is_dir():  # copies nesting cars_train/cars_train/
+    folder = next((d / name for d in folders if is_folder(d / name)), None)
+    if folder is not None and is_folder(folder / name):  # copies nesting cars_train/cars_train/
         folder = folder / name
     return folder
 

@@ -21,7 +21,7 @@ from betavae.data.recipes.base import (
     fingerprint_files,
     relative_name,
     require_folder,
-    scan_images,
+    scan_folder,
     select_items,
 )
 
@@ -42,29 +42,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def list_items(source: Path, options: dict) -> Listing:
     """Face crops when landmark files exist, whole images otherwise."""
     require_folder(source, "a folder of cat faces, or the Cat Dataset (CAT_00…/ with .cat files)")
-    paths = scan_images(source)
-    landmark_files = sorted(source.rglob(f"*{LANDMARK_SUFFIX}"))
+    scan = scan_folder(source)
+    landmark_files = [p for p in scan.others if p.name.endswith(LANDMARK_SUFFIX)]
     if not landmark_files:
-        items = [Item(name=relative_name(p, source), path=str(p)) for p in paths]
-        items, skipped = select_items(items, options)
-        fingerprint = fingerprint_files(source, paths)
-        return Listing(items, fingerprint, skipped, notes={"layout": "flat folder"})
-    items, skipped = [], []
-    for path in paths:
+        items = [Item(name=relative_name(p, source), path=str(p)) for p in scan.images]
+        items, skipped = select_items(items, options, scan.unused())
+        return Listing(items, scan.fingerprint(), skipped, notes={"layout": "flat folder"})
+    regular_landmarks = set(landmark_files)
+    left_out = {skip.name: skip for skip in scan.skipped}  # e.g. a .cat that is a named pipe
+    items, skipped, used = [], [], set()
+    for path in scan.images:
         name = relative_name(path, source)
-        try:
-            square = face_square(read_landmarks(Path(f"{path}{LANDMARK_SUFFIX}")))
-        except FileNotFoundError:
-            skipped.append(Skip(name, NO_LANDMARKS))
+        landmarks = Path(f"{path}{LANDMARK_SUFFIX}")
+        if landmarks not in regular_landmarks:
+            problem = left_out.get(f"{name}{LANDMARK_SUFFIX}")
+            if problem is None:
+                skipped.append(Skip(name, NO_LANDMARKS))
+            else:
+                detail = f"{problem.name}: {problem.reason}"
+                skipped.append(Skip(name, BAD_LANDMARKS, detail))
             continue
-        except ValueError as exc:
+        used.add(landmarks)
+        try:
+            square = face_square(read_landmarks(landmarks))
+        except (OSError, ValueError) as exc:
             skipped.append(Skip(name, BAD_LANDMARKS, str(exc)))
             continue
         items.append(Item(name=name, path=str(path), square=square))
-    items, skipped = select_items(items, options, skipped)
-    fingerprint = combine_fingerprints(
-        fingerprint_files(source, paths), fingerprint_files(source, landmark_files)
-    )
+    items, skipped = select_items(items, options, [*skipped, *scan.unused(used)])
+    landmarks_fingerprint = fingerprint_files(source, landmark_files)
+    fingerprint = combine_fingerprints(scan.fingerprint(), landmarks_fingerprint)
     notes = {"layout": "cat-dataset", "face_crop": f"square, {FACE_MARGIN} x the landmarks' extent"}
     return Listing(items, fingerprint, skipped, notes=notes)
 

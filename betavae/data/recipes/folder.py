@@ -8,10 +8,9 @@ from betavae.data.recipes.base import (
     IMAGE_EXTENSIONS,
     Item,
     Listing,
-    fingerprint_files,
     relative_name,
     require_folder,
-    scan_images,
+    scan_folder,
     select_items,
 )
 
@@ -25,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_items(source: Path, options: dict) -> Listing:
-    """Every image file under ``source``, named by its relative path."""
+    """Every image file under ``source``, named by its relative path; every other entry skipped."""
     require_folder(source, "a folder of images")
-    paths = scan_images(source)
-    items = [Item(name=relative_name(p, source), path=str(p)) for p in paths]
-    items, skipped = select_items(items, options)
-    return Listing(items=items, fingerprint=fingerprint_files(source, paths), skipped=skipped)
+    scan = scan_folder(source)
+    items = [Item(name=relative_name(p, source), path=str(p)) for p in scan.images]
+    items, skipped = select_items(items, options, scan.unused())
+    return Listing(items=items, fingerprint=scan.fingerprint(), skipped=skipped)
