@@ -248,6 +248,20 @@ def to_array(image: Image.Image) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def outside_image(data: bytes, size: int, channels: int) -> np.ndarray:
+    """One encoded image that is not part of a prepared dataset (``evaluate --images``,
+    ``traverse --image``, an explorer upload) → uint8 ``(size, size, channels)``, transformed as
+    ``prepare`` transforms training images: EXIF orientation, 16-bit scaled, transparency on white,
+    RGB or grayscale, shorter side resized (small images enlarged) and centre-cropped.
+
+    Raises :class:`SkipImage` for data that is not a usable still image.
+    """
+    image, _ = decode(data, Image.MAX_IMAGE_PIXELS)
+    image, _ = to_channels(image, channels, (255, 255, 255))
+    image, _ = resize_center_crop(image, size, small="upscale")
+    return to_array(image).copy()  # writable, as torch expects
+
+
 def load_converted(
     path: str, member: str | None, options: ImageOptions
 ) -> tuple[Image.Image, list[str]]:

@@ -43,11 +43,9 @@ class ImageFolder:
 
 
 def load_image(path: str | Path, size: int, channels: int) -> np.ndarray:
-    """One image file → uint8 ``(size, size, channels)``, transformed like the training data."""
-    image, _ = imageio.decode(Path(path).read_bytes(), Image.MAX_IMAGE_PIXELS)
-    image, _ = imageio.to_channels(image, channels, (255, 255, 255))
-    image, _ = imageio.resize_center_crop(image, size, small="upscale")
-    return imageio.to_array(image).copy()  # writable, as torch expects
+    """One image file → uint8 ``(size, size, channels)``, transformed like the training data
+    (:func:`betavae.data.imageio.outside_image`); raises ``SkipImage`` for a file that is not one."""
+    return imageio.outside_image(Path(path).read_bytes(), size, channels)
 
 
 def load_folder(folder: str | Path, size: int, channels: int, max_images: int | None = None) -> ImageFolder:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from betavae.data.imageio import SkipImage
 from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.figures import image_traversal
 from betavae.evaluation.reconstruction import load_image
@@ -37,7 +38,10 @@ def write_traversal(run_dir: str | Path, out: str | Path, image: str | Path | No
         raise ValueError(f"--steps must be at least 2, got {steps}")
     trained = load(run_dir, checkpoint)
     if image is not None:
-        x01 = uint8_to_unit(load_image(image, trained.image_size, trained.channels)[None])
+        try:
+            x01 = uint8_to_unit(load_image(image, trained.image_size, trained.channels)[None])
+        except SkipImage as exc:
+            raise ValueError(f"--image {image}: not a usable image ({exc})") from None
     else:
         val = np.sort(trained.data().val_indices)
         if not 0 <= index < len(val):

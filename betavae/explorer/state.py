@@ -120,25 +120,19 @@ def read_upload(data: bytes, channels: int, size: int) -> torch.Tensor:
     """An uploaded image file → ``(1, C, size, size)`` in [0, 1], after size checks.
 
     The file is read exactly as ``betavae traverse --image`` reads its file (and ``evaluate --images``
-    its folder): :func:`betavae.evaluation.reconstruction.load_image`, i.e. the training data's
-    transforms (EXIF orientation; 16-bit values scaled as value / 257; transparency composited on
-    white; RGB or grayscale; shorter side resized to ``size``; centre crop).
+    its folder): :func:`betavae.data.imageio.outside_image`, i.e. the training data's transforms
+    (EXIF orientation; 16-bit values scaled as value / 257; transparency composited on white; RGB or
+    grayscale; shorter side resized to ``size``; centre crop).
     """
-    from betavae.evaluation.reconstruction import load_image  # betavae.evaluation imports scikit-learn
-
     if len(data) > MAX_UPLOAD_BYTES:
         raise RequestError(f"the upload is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB", status=413)
     _check_pixels(data)
-    # load_image reads a path; the upload goes through a temporary file (at most MAX_UPLOAD_BYTES).
-    with tempfile.NamedTemporaryFile(prefix="betavae-upload-") as file:
-        file.write(data)
-        file.flush()
-        try:
-            array = load_image(file.name, size, channels)
-        except imageio.SkipImage as exc:
-            if exc.reason in (imageio.EMPTY, imageio.NOT_AN_IMAGE, imageio.CORRUPT):
-                raise RequestError(f"{_UNREADABLE} ({exc.reason})") from None
-            raise RequestError(f"the upload cannot be used: {exc}") from None
+    try:
+        array = imageio.outside_image(data, size, channels)
+    except imageio.SkipImage as exc:
+        if exc.reason in (imageio.EMPTY, imageio.NOT_AN_IMAGE, imageio.CORRUPT):
+            raise RequestError(f"{_UNREADABLE} ({exc.reason})") from None
+        raise RequestError(f"the upload cannot be used: {exc}") from None
     return uint8_to_unit(array[None])
 
 
