@@ -32,6 +32,7 @@ from betavae.data import ImageData, build_data
 from betavae.data.base import fingerprint_array
 from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
+from betavae.hardware import choose_precision
 from betavae.interrupts import DeferredStop, Terminated
 from betavae.model import ConvVAE, OutputActivation, count_parameters
 from betavae.objectives import Objective, ObjectiveResult, build_objective
@@ -92,18 +93,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto`` → bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16/AMX), else fp32.
-
-    On CPUs without it (e.g. AVX2-only) bf16 convolutions are emulated and ~4× *slower*.
-    """
-    if name == "auto":
-        return "bf16" if device.type == "cuda" or torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    if name == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision 'fp16' needs CUDA; use 'bf16' or 'fp32' on CPU")
-    return name
-
-
 def build_model(config: RunConfig, channels: int) -> ConvVAE:
     """The model a run config describes, for data with ``channels`` channels."""
     normalizer = Normalizer(config.data.normalization, channels)
@@ -142,7 +131,7 @@ class Trainer:
         self.workers = start_workers(self.device)
         if self.workers.parallel and self.device.type == "cuda":
             self.device = torch.device("cuda", self.workers.local_rank)
-        self.precision = resolve_precision(train.precision, self.device)
+        self.precision, self.precision_reason = choose_precision(train.precision, self.device)
         self.normalizer = Normalizer(config.data.normalization, self.data.channels)
         # weights and noise (DDP copies rank 0's weights); a resumed run restores the RNG state
         torch.manual_seed(train.seed + self.workers.rank)
@@ -462,6 +451,8 @@ def resume(run_dir: str | Path, data: ImageData | None = None, overrides: list[s
             update_info(paths, resume_overrides=[*history, {"at_step": _saved_step(paths), "set": overrides}])
         if paths.last.is_file():
             trainer.restore(paths.last)
+            update_info(paths, status="running", device=str(trainer.device), precision=trainer.precision,
+                        precision_reason=trainer.precision_reason)
         else:  # died before its first checkpoint: start again, keeping nothing of that attempt
             trainer.truncate_logs()
             paths.best.unlink(missing_ok=True)
@@ -535,6 +526,7 @@ def _record_start(trainer: Trainer) -> None:
         seed=trainer.config.train.seed,
         device=str(trainer.device),
         precision=trainer.precision,
+        precision_reason=trainer.precision_reason,
         parameters=count_parameters(trainer.model),
         data={
             **_data_identity(data),

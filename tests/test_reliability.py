@@ -471,3 +471,8 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_run_json_says_which_precision_auto_chose_and_why(tiny_run):
+    info = read_info(RunPaths(tiny_run))
+    assert info["precision"] in ("fp32", "bf16") and info["precision_reason"].startswith(f"auto → {info['precision']}")
