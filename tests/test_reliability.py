@@ -213,29 +213,6 @@ def test_sigterm_to_the_train_command_checkpoints_and_exits_143(tmp_path):
     assert [row["step"] for row in read_csv(log)] == list(range(1, step + 1))
 
 
-# ----- 5. a crash before the first checkpoint ---------------------------------------------------------
-def test_a_crash_before_the_first_checkpoint_leaves_no_duplicate_steps(tmp_path, monkeypatch):
-    config = tiny_config(train={"max_steps": 10, "checkpoint_every": 100, "val_every": 3})
-    reference = train(config, tmp_path / "straight").root
-    original = Trainer.train_step
-
-    def crash(trainer, x, lr):
-        if trainer.state.step == 7:
-            raise RuntimeError("power cut")
-        return original(trainer, x, lr)
-
-    monkeypatch.setattr(Trainer, "train_step", crash)
-    with pytest.raises(RuntimeError):
-        train(config, tmp_path / "crashed")
-    monkeypatch.undo()
-    paths = RunPaths(tmp_path / "crashed")
-    assert not paths.last.exists() and paths.best.exists()
-    resume(paths.root)
-    assert [row["step"] for row in read_csv(paths.train_log)] == list(range(1, 11))
-    assert [row["step"] for row in read_csv(paths.val_log)] == [3, 6, 9, 10]
-    assert curve(paths.root) == curve(reference)
-
-
 # ----- 6. divergence ---------------------------------------------------------------------------------
 def _explode_at(monkeypatch, call: int, factor: float = 1e9) -> None:
     original = BetaVAE.__call__

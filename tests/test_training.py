@@ -69,14 +69,16 @@ def test_interrupted_then_resumed_run_has_the_uninterrupted_loss_curve(tmp_path,
         assert state["objective"] == {"step": 14}
 
 
-def test_crash_without_a_final_save_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
-    config = tiny_config(train={"max_steps": 12, "checkpoint_every": 4})
-    reference = train_losses(train(config, tmp_path / "straight").root)
-
+@pytest.mark.parametrize("checkpoint_every,crash_at,saved", [(4, 10, 8), (100, 7, None)],
+                         ids=["between-checkpoints", "before-the-first-checkpoint"])
+def test_a_crash_resumes_from_the_last_checkpoint_with_no_duplicate_steps(tmp_path, monkeypatch, checkpoint_every,
+                                                                          crash_at, saved):
+    config = tiny_config(train={"max_steps": 12, "checkpoint_every": checkpoint_every, "val_every": 3})
+    reference = train(config, tmp_path / "straight").root
     original = Trainer.train_step
 
     def crash(trainer, x, lr):
-        if trainer.state.step == 10:
+        if trainer.state.step == crash_at:
             raise RuntimeError("power cut")
         return original(trainer, x, lr)
 
@@ -84,9 +86,11 @@ def test_crash_without_a_final_save_resumes_from_the_last_checkpoint(tmp_path, m
     with pytest.raises(RuntimeError):
         train(config, tmp_path / "crashed")
     monkeypatch.undo()
-    _, state = load_checkpoint(RunPaths(tmp_path / "crashed").last)
-    assert state["step"] == 8
-    assert train_losses(resume(tmp_path / "crashed").root) == reference
+    paths = RunPaths(tmp_path / "crashed")
+    assert (load_checkpoint(paths.last)[1]["step"] if paths.last.exists() else None) == saved
+    resume(paths.root)
+    assert train_losses(paths.root) == train_losses(reference)  # steps 1..12 once each
+    assert read_csv(paths.val_log) == read_csv(RunPaths(reference).val_log)
 
 
 def test_nan_loss_stops_naming_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
