@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -15,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+from betavae.hardware import choose_precision, cpu_info
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -75,12 +78,32 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (other processes on the cores slow every variant), None if unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def machine() -> dict:
-    """What the numbers were measured on."""
+    """What the numbers were measured on: the CPU and its relevant flags, what ``precision: auto``
+    picks here, threads, the load average when written, and the GPU if any."""
+    cpu = cpu_info()
+    precision, reason = choose_precision("auto", torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "cpu": cpu.describe(), "cpu_info": cpu.to_dict(),
+            "auto_precision": precision, "auto_precision_reason": reason, "load_average": load_average(),
             "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def machine_line() -> str:
+    """One line naming the CPU, its flags, torch threads and the current load."""
+    cpu = cpu_info()
+    return (f"Machine: {cpu.describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"1-min load average {load_average()} on {cpu.logical_cpus} CPUs"
+            + (f"; GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "; no GPU"))
 
 
 def write_results(name: str, payload: dict) -> Path:
@@ -92,6 +115,7 @@ def write_results(name: str, payload: dict) -> Path:
 
 
 def report(name: str, tables: list[str], payload: dict) -> None:
-    """Prints the tables and writes the JSON results."""
+    """Prints the tables (after a line naming the machine) and writes the JSON results."""
+    print(machine_line() + "\n")
     print("\n\n".join(tables))
     print(f"\n(results: {write_results(name, payload)})")

@@ -5,9 +5,12 @@ Compared, same model (`paper` preset), same fp32 Adam step and loss as the study
 * baseline — the reference way: a ``Dataset`` that opens each JPEG with PIL every epoch, random
   horizontal flip, resize (shorter side 64) + centre crop 64, to tensor, ImageNet normalisation;
   ``DataLoader(batch_size=64, num_workers=0)``; eager NCHW step;
-* ours — ``betavae.data.prepare.prepare("folder", ...)`` once (timed separately, a one-off), then
+* memmap — ``betavae.data.prepare.prepare("folder", ...)`` once (timed separately, a one-off), then
   batches gathered from the uint8 memmap with batched flips (``betavae.data.transforms``), as
-  ``Trainer.batch`` does, and a channels_last step.
+  ``Trainer.batch`` does today, and a channels_last step;
+* device images — the prepared images held once as a uint8 tensor on the training device
+  (``betavae.data.device_images.DeviceImages``: index, flip, convert, normalise there), with the
+  channels_last step, eager and under ``torch.compile`` (compiled once before the timed epochs).
 
 The data-only throughput of each pipeline (no model) is reported too, since the step dominates.
 (torchvision is not installed, so the reference transforms are written out with PIL and torch.)
@@ -23,19 +26,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from betavae.data.device_images import DeviceImages
 from betavae.data.prepare import PrepareOptions, prepare
 from betavae.data.prepared import load_prepared
 from betavae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalizer, random_hflip, uint8_to_unit
-from betavae.model import PRESETS, ConvVAE
-from betavae.objectives import BetaVAE
-
 from common import interleaved, parser, report, seconds, table
+from train_step import make_step as make_train_step
 
 BATCH = 64
 SIZE = 64
-OBJECTIVE = BetaVAE(beta=10, kld_weight=0.0025, reconstruction="mse_mean")
-BASELINE, OURS = "baseline (PIL per sample, eager NCHW)", "ours (prepared memmap, channels_last)"
-DATA_BASELINE, DATA_OURS = "baseline (PIL per sample)", "ours (prepared memmap)"
+BASELINE, OURS = "baseline (PIL per sample, eager NCHW)", "prepared memmap, channels_last"
+DEVICE, DEVICE_COMPILED = "device images, channels_last", "device images, channels_last + compile"
+DATA_BASELINE, DATA_OURS, DATA_DEVICE = "baseline (PIL per sample)", "prepared memmap", "device images"
 
 
 def make_jpegs(folder: Path, count: int, seed: int = 0) -> None:
@@ -93,21 +95,23 @@ def memmap_batches(cache: Path) -> Callable[[], Iterator[torch.Tensor]]:
     return epoch
 
 
-def make_step(channels_last: bool) -> Callable[[torch.Tensor], None]:
-    """The study's fp32 Adam step on a `paper` model, optionally channels_last."""
-    torch.manual_seed(0)
-    model = ConvVAE(SIZE, 3, **PRESETS["paper"]).train()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+def device_batches(cache: Path, device: str = "cpu") -> Callable[[], Iterator[torch.Tensor]]:
+    """One epoch drawn from the prepared images held on ``device`` (``DeviceImages``)."""
+    held = DeviceImages(load_prepared(cache).images, device, Normalizer("imagenet", 3), seed=0, hflip=True)
 
-    def step(x: torch.Tensor) -> None:
-        loss = OBJECTIVE(x, model(x)).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def epoch() -> Iterator[torch.Tensor]:
+        order = np.random.default_rng().permutation(len(held))
+        for step, start in enumerate(range(0, len(order), BATCH)):
+            yield held.batch(order[start:start + BATCH], step)
 
-    return step
+    return epoch
+
+
+def make_step(channels_last: bool, compile_model: bool = False) -> Callable[[torch.Tensor], None]:
+    """The study's fp32 Adam step on a `paper` model (bench/train_step.py's): the reference model
+    eager NCHW, or betavae's channels_last model, optionally compiled."""
+    return make_train_step(BATCH, reference=not channels_last, channels_last=channels_last,
+                           compile_model=compile_model)
 
 
 def images_per_s(batches: Callable[[], Iterator[torch.Tensor]], count: int,
@@ -121,30 +125,38 @@ def images_per_s(batches: Callable[[], Iterator[torch.Tensor]], count: int,
 
 def main() -> None:
     args = parser(__doc__)
-    args.add_argument("--images", type=int, default=1000, help="how many JPEGs to generate")
+    args.add_argument("--images", type=int, default=1024,
+                      help="how many JPEGs to generate (rounded down to whole batches of 64: one compiled shape)")
+    args.add_argument("--repeats", type=int, help="interleaved epochs per variant (default 3, --quick 2)")
     args = args.parse_args()
-    count = 300 if args.quick else args.images
-    repeats = 2 if args.quick else 3
+    count = 320 if args.quick else max(BATCH, args.images // BATCH * BATCH)
+    repeats = args.repeats or (2 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="bench-jpegs-") as tmp:
         source, cache = Path(tmp) / "jpegs", Path(tmp) / "prepared"
         source.mkdir()
         make_jpegs(source, count)
         build_s, _ = seconds(lambda: prepare("folder", source, cache, PrepareOptions(size=SIZE),
                                              progress=False, log=lambda _: None))
-        reference, ours = reference_batches(source), memmap_batches(cache)
+        reference, ours, held = reference_batches(source), memmap_batches(cache), device_batches(cache)
         data_only = interleaved({DATA_BASELINE: images_per_s(reference, count),
-                                 DATA_OURS: images_per_s(ours, count)}, repeats)
-        base_step, fast_step = make_step(False), make_step(True)
+                                 DATA_OURS: images_per_s(ours, count),
+                                 DATA_DEVICE: images_per_s(held, count)}, 3 * repeats)
+        base_step, fast_step, compiled_step = make_step(False), make_step(True), make_step(True, True)
         base_step(next(reference()))  # one warm-up step each
         fast_step(next(ours()))
+        compile_s, _ = seconds(lambda: compiled_step(next(held())))
+        compiled_step(next(held()))
         epoch = interleaved({BASELINE: images_per_s(reference, count, base_step),
-                             OURS: images_per_s(ours, count, fast_step)}, max(2, repeats - 1))
+                             OURS: images_per_s(ours, count, fast_step),
+                             DEVICE: images_per_s(held, count, fast_step),
+                             DEVICE_COMPILED: images_per_s(held, count, compiled_step)}, repeats)
     tables = [table(f"Epoch of {count} JPEGs (178×218 → 64×64), data + fp32 training step", epoch, BASELINE),
               table(f"Data pipeline only, {count} JPEGs, batch {BATCH}", data_only, DATA_BASELINE)
               + f"\n\nOne-off cache build (`prepare`, folder recipe, all cores): {build_s:.2f} s "
-              f"({count / build_s:.0f} images/s)"]
-    report("epoch_from_jpegs", tables, {"images": count, "prepare_s": build_s, "epoch_images_per_s": epoch,
-                                        "data_only_images_per_s": data_only})
+              f"({count / build_s:.0f} images/s); one-off compile (first step, before the timed epochs): "
+              f"{compile_s:.0f} s"]
+    report("epoch_from_jpegs", tables, {"images": count, "prepare_s": build_s, "compile_s": compile_s,
+                                        "epoch_images_per_s": epoch, "data_only_images_per_s": data_only})
 
 
 if __name__ == "__main__":

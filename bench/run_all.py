@@ -2,6 +2,8 @@
 
 Each bench runs in its own process (a clean torch state and memory); arguments given here
 (e.g. ``--quick``) are passed on to every bench. ``train_step`` also prints its profiler table.
+The run starts by naming the machine: the CPU with its relevant flags, what ``precision: auto``
+picks there and why, threads and load (every bench repeats that line above its tables).
 """
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = [("train_step.py", ["--profile"]), ("epoch_from_jpegs.py", []), ("fid_features.py", []),
+BENCHES = [("train_step.py", ["--profile"]), ("thread_policy.py", []), ("epoch_from_jpegs.py", []), ("fid_features.py", []),
            ("decode_latency.py", []), ("precision_check.py", [])]
 
 
 def main() -> int:
     """Runs each bench; returns non-zero if any failed."""
+    sys.path.insert(0, str(HERE))
+    from common import machine, machine_line
+
+    print(machine_line())
+    print(f"precision: auto → {machine()['auto_precision']} ({machine()['auto_precision_reason']})", flush=True)
     failed = []
     for script, extra in BENCHES:
         print(f"\n## {script}\n", flush=True)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from betavae.analysis.report import disentanglement_report
 from betavae.data.base import ImageData
@@ -18,7 +20,10 @@ from betavae.metrics import (
     mig,
     sap,
 )
+from betavae.metrics import disentanglement
 from betavae.metrics.disentanglement import (
+    FactorCodes,
+    caught_convergence_warnings,
     completeness_from_importance,
     disentanglement_from_importance,
 )
@@ -307,3 +312,125 @@ def test_report_needs_factors(tmp_path):
     data.factors = None
     with pytest.raises(ValueError, match="factors"):
         disentanglement_report(read_factors, data, tmp_path)
+
+
+# --- DCI backends ---------------------------------------------------------------------------------
+
+# The hist backend (HistGradientBoostingClassifier, split-gain importance) against disentanglement_lib's
+# GradientBoostingClassifier() on codes of known structure. Tolerances: D and C within 0.05, I within
+# 0.03 (bench/disentanglement.py measures the same on dSprites-sized factors, README "Evaluation").
+HIST_TOLERANCE = {"disentanglement": 0.05, "completeness": 0.05, "informativeness_test": 0.03}
+
+
+def structured_codes(structure: str, seed: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """Five latents for the three factors of SIZES: three informative (one per factor, or mixed by
+    a rotation) plus two near-constant noise latents (inactive dimensions)."""
+    rng = np.random.default_rng(seed)
+    factors = np.stack([rng.integers(0, size, 600) for size in SIZES], axis=1)
+    informative = factors / (np.asarray(SIZES) - 1) * 2 + 0.15 * rng.normal(size=factors.shape)
+    if structure == "rotated":
+        informative = informative @ np.linalg.qr(np.random.default_rng(99).normal(size=(3, 3)))[0]
+    return np.column_stack([informative, 0.05 * rng.normal(size=(600, 2))]), factors
+
+
+@pytest.mark.parametrize("structure", ["disentangled", "rotated"])
+def test_hist_backend_agrees_with_the_exact_one(structure):
+    codes, factors = structured_codes(structure)
+    exact = dci(codes, factors, backend="exact")
+    hist = dci(codes, factors, backend="hist")
+    for key, tolerance in HIST_TOLERANCE.items():
+        assert abs(hist[key] - exact[key]) <= tolerance, (key, hist[key], exact[key])
+    # both see the structure: one latent per factor, or every factor spread over mixed latents
+    if structure == "disentangled":
+        assert min(exact["disentanglement"], hist["disentanglement"]) > 0.8
+    else:
+        assert max(exact["disentanglement"], hist["disentanglement"]) < 0.6
+    assert hist["importance_matrix"][3:].sum() < 0.05 * hist["importance_matrix"].sum()  # noise latents
+
+
+def test_unknown_dci_backend_is_rejected(factors):
+    with pytest.raises(ValueError, match="hist, exact"):
+        dci(perfect_codes(factors), factors, backend="lightgbm")
+
+
+# --- progress bars and library warnings ----------------------------------------------------------
+
+
+def scaled_factors(images: np.ndarray) -> np.ndarray:
+    """Latents of very different scales: LogisticRegression's lbfgs stops at max_iter=100 on them."""
+    return read_factors(images) * [1e-3, 1.0, 1e3]
+
+
+def test_convergence_warnings_are_recorded_not_printed():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning that escapes fails the test
+        scores = beta_vae_score(FactorPixels(), scaled_factors, np.random.default_rng(0), **RENDERED)
+    assert scores["converged"] is False and scores["iterations"] == scores["max_iter"] == 100
+    assert scores["eval_accuracy"] > 0.9
+    converged = beta_vae_score(FactorPixels(), read_factors, np.random.default_rng(0), **RENDERED)
+    assert converged["converged"] is True and converged["iterations"] < 100
+
+
+def test_other_warnings_pass_through_the_convergence_catcher():
+    with pytest.warns(UserWarning, match="unrelated"):
+        with caught_convergence_warnings() as caught:
+            warnings.warn("fit stopped", ConvergenceWarning)
+            warnings.warn("unrelated", UserWarning)
+    assert caught == ["fit stopped"]
+
+
+def test_report_notes_an_unconverged_classifier_and_lets_no_warning_out(tmp_path, recwarn):
+    report = disentanglement_report(scaled_factors, factor_image_data(True), tmp_path, num_train=300,
+                                    num_eval=150, batch_size=16, dci_num_train=120)
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]
+    assert report["beta_vae"]["converged"] is False
+    assert any("LogisticRegression" in note and "max_iter=100" in note for note in report["notes"])
+    assert report["dci"]["backend"] == "hist" and "HistGradientBoostingClassifier" in report["dci"]["classifier"]
+
+
+def test_progress_bars_only_when_asked(capsys):
+    codes, factors = structured_codes("disentangled")
+    dci(codes[:200], factors[:200], progress=True)
+    sap(codes[:200], factors[:200])
+    beta_vae_score(FactorPixels(), read_factors, np.random.default_rng(0), progress=True, **RENDERED)
+    factor_vae(FactorPixels(), read_factors, progress=True)
+    err = capsys.readouterr().err
+    for desc in ("DCI (hist gradient boosting)", "BetaVAE score (images)", "FactorVAE score (images)"):
+        assert desc in err and "100%" in err, desc
+    assert "SAP" not in err  # sap() is quiet by default
+    dci(codes[:200], factors[:200])
+    beta_vae_score(FactorPixels(), read_factors, np.random.default_rng(0), **RENDERED)
+    assert capsys.readouterr().err == ""
+
+
+# --- each distinct image encoded once -----------------------------------------------------------
+
+
+class CountingRepresent:
+    def __init__(self, represent=read_factors):
+        self.represent, self.images = represent, 0
+
+    def __call__(self, images):
+        self.images += len(images)
+        return self.represent(images)
+
+
+def test_factor_codes_encode_each_grid_cell_once_and_change_nothing(monkeypatch):
+    data = FactorPixels()  # 60 grid cells
+    mixing = np.array([[1.0, 0.4, 0.0], [0.3, 1.0, 0.5], [0.0, 0.6, 1.0]])
+    counting = CountingRepresent(lambda images: read_factors(images) @ mixing)
+    codes = FactorCodes(data, counting)
+    factors = data.sample_factors(500, np.random.default_rng(13))
+    expected = read_factors(data.render(factors)) @ mixing
+    np.testing.assert_array_equal(codes(factors), expected)
+    np.testing.assert_array_equal(codes(factors[::-1]), expected[::-1])
+    assert counting.images == codes.encoded == len(np.unique(data.factors_to_index(factors))) <= 60
+    assert codes.requested == 1000
+    shared = beta_vae_score(data, codes, np.random.default_rng(4), **RENDERED)
+    assert shared == beta_vae_score(data, lambda images: read_factors(images) @ mixing,
+                                    np.random.default_rng(4), **RENDERED)
+    assert counting.images == 60  # 2·32·500 images asked for, the 60 cells encoded once
+    monkeypatch.setattr(disentanglement, "MAX_CODE_TABLE_BYTES", 0)  # a grid too large for the table
+    uncached = CountingRepresent()
+    np.testing.assert_array_equal(FactorCodes(data, uncached)(factors), read_factors(data.render(factors)))
+    assert uncached.images == len(np.unique(data.factors_to_index(factors)))

@@ -162,14 +162,91 @@ def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
     assert not (run_copy / "eval").exists()
 
 
-def test_evaluate_without_fid(run_copy):
+def test_evaluate_without_fid(run_copy, recwarn, capsys):
     assert _cli(["evaluate", str(run_copy), "--no-fid", "--quiet", "--disentanglement-points", "200",
                  "--dci-points", "50"]) == 0
+    assert not recwarn.list, [str(w.message) for w in recwarn.list]  # no library warning escapes
+    assert capsys.readouterr().err == ""  # --quiet: no progress bars
     metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
     assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics
     report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
     assert report["points"]["num_train"] == 200 and report["dci"]["num_train"] == 50
+    assert report["dci"]["backend"] == "hist"
+    # 50 points for factors of up to 40 values: scikit-learn's warning is recorded, not printed
+    assert report["dci"]["warnings"] and any(note.startswith("DCI:") for note in report["notes"])
+    factors = metrics["disentanglement"]
+    assert factors["notes"] == report["notes"] and factors["points"]["dci_backend"] == "hist"
+    assert metrics["evaluated"]["options"]["fid_precision"] == "fp32"
     assert not (run_copy / "eval" / "reconstructions_outside_images.png").exists()
+
+
+def test_evaluate_shows_a_progress_bar_for_every_slow_stage(run_copy, capsys):
+    assert _cli(["evaluate", str(run_copy), "--no-fid", "--disentanglement-points", "200", "--dci-points", "100",
+                 "--dci-backend", "exact"]) == 0
+    err = capsys.readouterr().err
+    for stage in ("reconstruction (validation)", "encoding MIG/SAP/DCI points", "SAP (LinearSVC fits)",
+                  "DCI (exact gradient boosting)", "BetaVAE score (images)", "FactorVAE score (images)", "figures"):
+        assert stage in err, stage
+    assert "<" in err and "100%" in err  # tqdm's elapsed<remaining (ETA)
+    report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
+    assert report["dci"]["backend"] == "exact" and "GradientBoostingClassifier()" in report["dci"]["classifier"]
+
+
+def _parsed_options(monkeypatch, argv):
+    """The EvalOptions the CLI would evaluate with (evaluate_run replaced)."""
+    captured = {}
+
+    def fake_evaluate(run, options):
+        captured["options"] = options
+        return {}
+
+    monkeypatch.setattr(run_eval, "evaluate_run", fake_evaluate)
+    assert _cli(["evaluate", "some-run", *argv]) == 0
+    return captured["options"]
+
+
+def test_cli_defaults_are_the_options_defaults(monkeypatch):
+    assert _parsed_options(monkeypatch, []) == EvalOptions()
+
+
+def test_disentanglement_options(monkeypatch):
+    options = _parsed_options(monkeypatch, ["--disentanglement-lib-counts", "--dci-backend", "exact"])
+    assert (options.disentanglement_points, options.dci_points, options.dci_backend) == (10_000, 10_000, "exact")
+    options = _parsed_options(monkeypatch, ["--disentanglement-points", "3000"])
+    assert (options.disentanglement_points, options.dci_points) == (3000, EvalOptions().dci_points)
+    with pytest.raises(SystemExit):
+        _cli(["evaluate", "some-run", "--disentanglement-lib-counts", "--dci-points", "100"])
+    with pytest.raises(SystemExit):
+        _cli(["evaluate", "some-run", "--dci-backend", "lightgbm"])
+    with pytest.raises(ValueError, match="hist, exact"):
+        evaluate_run("some-run", EvalOptions(dci_backend="lightgbm"))
+
+
+def test_fid_precision_is_passed_only_when_not_fp32(monkeypatch):
+    assert _parsed_options(monkeypatch, []).fid_precision == "fp32"
+    assert _parsed_options(monkeypatch, ["--fid-precision", "bf16"]).fid_precision == "bf16"
+    calls = []
+
+    def with_precision(weights, batch_size, device, progress, precision="fp32"):
+        calls.append(precision)
+        raise RuntimeError("stop here")
+
+    def without_precision(weights, batch_size, device, progress):
+        calls.append("no argument")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run_eval, "inception_extractor", with_precision)
+    for precision in ("fp32", "bf16"):
+        with pytest.raises(RuntimeError, match="stop here"):
+            evaluate_run("some-run", EvalOptions(fid_precision=precision))
+    assert calls == ["fp32", "bf16"]
+    monkeypatch.setattr(run_eval, "inception_extractor", without_precision)
+    with pytest.raises(RuntimeError, match="stop here"):
+        evaluate_run("some-run", EvalOptions())
+    with pytest.raises(ValueError, match="fp32 only"):
+        evaluate_run("some-run", EvalOptions(fid_precision="bf16"))
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        evaluate_run("some-run", EvalOptions(fid_precision="fp16"))
 
 
 def test_traverse_an_image_file(run_copy, outside_folder, tmp_path, capsys):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import linalg as scipy_linalg
 from skimage import data
 from torch import nn
 
@@ -66,29 +67,133 @@ def test_fid_warns_below_2048_samples():
         fid_from_stats(stats, stats)
 
 
-def test_non_finite_square_root_is_retried_with_an_offset(monkeypatch):
+# pytorch-fid's two safeguards around sqrtm, as they are now (frechet_distance's docstring):
+# the offset retry guards the eigendecomposition, the imaginary-part check became the clipping of
+# round-off negative eigenvalues and a ValueError for real ones.
+
+
+def test_failed_eigendecomposition_is_retried_with_an_offset(monkeypatch):
     calls = []
 
-    def sqrtm(matrix):
+    def eigvalsh(matrix):
         calls.append(matrix.copy())
-        return np.full_like(matrix, np.nan) if len(calls) == 1 else np.eye(len(matrix))
+        if len(calls) == 1:
+            raise np.linalg.LinAlgError("did not converge")
+        return np.linalg.eigvalsh(matrix)
 
-    monkeypatch.setattr(fid.linalg, "sqrtm", sqrtm)
+    monkeypatch.setattr(fid, "_eigvalsh", eigvalsh)
     sigma = np.diag([1.0, 2.0])
-    with pytest.warns(UserWarning, match="singular"):
+    with pytest.warns(UserWarning, match="adding 1e-06 to the diagonals"):
         value = frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma)
     assert len(calls) == 2
-    assert np.allclose(calls[1], (sigma + 1e-6 * np.eye(2)) @ (sigma + 1e-6 * np.eye(2)))
-    assert value == pytest.approx(2 * 3.0 - 2 * 2)
+    # The retry factors Σ + εI: its product's eigenvalues are (1 + ε)², (2 + ε)².
+    assert np.allclose(np.sort(np.linalg.eigvalsh(calls[1])), [(1 + 1e-6) ** 2, (2 + 1e-6) ** 2])
+    assert value == pytest.approx(2 * 3.0 - 2 * (3 + 2e-6))
 
 
-def test_imaginary_part_is_dropped_only_when_small(monkeypatch):
+def test_round_off_negative_eigenvalues_are_clipped_and_real_ones_refused(monkeypatch):
     sigma = np.eye(2)
-    monkeypatch.setattr(fid.linalg, "sqrtm", lambda m: np.eye(2) + 1e-5j * np.eye(2))
-    assert frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma) == pytest.approx(0.0, abs=1e-9)
-    monkeypatch.setattr(fid.linalg, "sqrtm", lambda m: np.eye(2) + 0.1j * np.eye(2))
-    with pytest.raises(ValueError, match="imaginary"):
-        frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma)
+    with monkeypatch.context() as patch:
+        patch.setattr(fid, "_eigvalsh", lambda m: np.array([-1e-15, 1.0]))
+        assert frechet_distance(np.zeros(2), sigma, np.zeros(2), sigma) == pytest.approx(2.0, abs=1e-9)
+    not_psd = np.diag([1.0, -0.5])
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        frechet_distance(np.zeros(2), sigma, np.zeros(2), not_psd)
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        frechet_distance(np.zeros(3), np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]]), np.zeros(3), np.eye(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        frechet_distance(np.zeros(2), np.diag([1.0, np.nan]), np.zeros(2), sigma)
+
+
+# --------------------------------------------------------------------------- the eigen and N×N routes vs sqrtm
+
+
+def _sqrtm_fid(a: FeatureStats, b: FeatureStats) -> float:
+    """The formula as it was computed before (pytorch-fid: scipy.linalg.sqrtm of Σ₁Σ₂, real part)."""
+    covmean = scipy_linalg.sqrtm(a.cov @ b.cov)
+    diff = a.mean - b.mean
+    return float(diff @ diff + np.trace(a.cov) + np.trace(b.cov) - 2 * np.trace(covmean).real)
+
+
+def _pair(rng, n1, n2, dim, mixing=True):
+    """Two correlated, differently distributed feature sets (non-negative, like pool3 features)."""
+    mix = rng.normal(size=(dim, dim)) / np.sqrt(dim) if mixing else np.eye(dim)
+    x = np.abs(rng.normal(size=(n1, dim)) @ mix)
+    y = np.abs(rng.normal(0.2, 1.1, size=(n2, dim)) @ mix) ** 1.5
+    return FeatureStats.of(x), FeatureStats.of(y)
+
+
+def _without_rows(stats: FeatureStats) -> FeatureStats:
+    return FeatureStats(stats.mean, stats.cov, stats.n)
+
+
+@pytest.mark.parametrize("dim, n1, n2", [(16, 400, 300), (64, 1000, 700), (200, 1000, 800)])
+def test_eigen_route_matches_sqrtm_on_well_conditioned_pairs(dim, n1, n2):
+    a, b = _pair(np.random.default_rng(dim), n1, n2, dim)
+    assert a.features is None and b.features is None  # n ≥ d: (μ, Σ) only
+    for cov in (a.cov, b.cov):
+        eigenvalues = np.linalg.eigvalsh(cov)
+        assert eigenvalues[-1] / eigenvalues[0] < 1e4  # well-conditioned
+    copies = a.cov.copy(), b.cov.copy()
+    assert frechet_distance(a.mean, a.cov, b.mean, b.cov) == pytest.approx(_sqrtm_fid(a, b), rel=1e-6)
+    assert np.array_equal(a.cov, copies[0]) and np.array_equal(b.cov, copies[1])  # inputs left alone
+    assert frechet_distance(b.mean, b.cov, a.mean, a.cov) == pytest.approx(_sqrtm_fid(a, b), rel=1e-6)
+
+
+@pytest.mark.parametrize("dim, n1, n2", [(64, 20, 30), (128, 60, 60), (128, 40, 500), (128, 500, 40)])
+def test_both_routes_match_sqrtm_on_rank_deficient_pairs(dim, n1, n2, monkeypatch):
+    a, b = _pair(np.random.default_rng(n1 + n2), n1, n2, dim)
+    expected = _sqrtm_fid(a, b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # below 2,048 samples
+        eigen = fid_from_stats(_without_rows(a), _without_rows(b))  # (μ, Σ) only: the eigen route
+        with monkeypatch.context() as patch:
+            patch.setattr(fid, "_trace_sqrt_eigen", None)  # N×N route only
+            small = fid_from_stats(a, b)
+    assert (a.features is not None) == (n1 < dim) and (b.features is not None) == (n2 < dim)
+    assert eigen == pytest.approx(expected, rel=1e-6) and small == pytest.approx(expected, rel=1e-6)
+    assert small == pytest.approx(eigen, rel=1e-7)
+
+
+# Computed with the sqrtm implementation this replaced (betavae 7bfaaab, scipy 1.17.1 sqrtm of the
+# 2048² product; 250 s on the 2-core test machine, hence stored, not recomputed; bench/fid_sqrtm.py
+# recomputes it). Uniform draws (PCG64 `random`) are stable across numpy versions.
+SQRTM_FID_2048_N500 = 208.1480768338142
+
+
+def _features_2048_n500():
+    rng = np.random.default_rng(2048)
+    return rng.random((500, 2048)) ** 2, rng.random((500, 2048)) ** 3 + 0.05
+
+
+def test_2048_dim_500_samples_matches_sqrtm():
+    x, y = _features_2048_n500()
+    a, b = FeatureStats.of(x), FeatureStats.of(y)
+    assert a.features is x and b.features is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = fid_from_stats(a, b)  # 500×500 singular values
+        eigen = fid_from_stats(_without_rows(a), _without_rows(b))  # pivoted Cholesky: rank 499, 499² eigenvalues
+    assert small == pytest.approx(SQRTM_FID_2048_N500, rel=1e-6)
+    assert eigen == pytest.approx(SQRTM_FID_2048_N500, rel=1e-6)
+
+
+def test_rows_must_be_those_of_the_covariance():
+    a, b = _pair(np.random.default_rng(9), 10, 12, 32)
+    with pytest.raises(ValueError, match="not the rows"):
+        frechet_distance(a.mean, a.cov, b.mean, b.cov, features1=b.features[:10] * 2, features2=b.features)
+    with pytest.raises(ValueError, match="shape"):
+        frechet_distance(a.mean, a.cov, b.mean, b.cov, features1=a.features[:, :5])
+
+
+def test_progress_bar_only_when_asked(capsys):
+    a, b = _pair(np.random.default_rng(10), 100, 100, 16)
+    frechet_distance(a.mean, a.cov, b.mean, b.cov)
+    assert "FID trace term" not in capsys.readouterr().err
+    frechet_distance(a.mean, a.cov, b.mean, b.cov, progress=True)
+    assert "FID trace term (16-d)" in capsys.readouterr().err
+    kid(np.arange(8.0).reshape(4, 2), np.ones((4, 2)), subsets=2, progress=True)
+    assert "KID" in capsys.readouterr().err
 
 
 def test_kid_is_unbiased_on_equal_distributions_and_positive_on_different_ones():
@@ -109,6 +214,15 @@ def test_kid_matches_a_direct_unbiased_mmd_on_whole_sets():
     expected = k(x, x)[off].mean() + k(y, y)[off].mean() - 2 * k(x, y).mean()
     mean, std = kid(x, y, subsets=3, subset_size=1000)  # subsets = whole sets (in another order)
     assert mean == pytest.approx(expected, rel=1e-10) and std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kid_from_whole_kernels_equals_kid_from_subset_kernels(monkeypatch):
+    rng = np.random.default_rng(14)
+    f1, f2 = rng.normal(size=(120, 8)), rng.normal(0.3, 1, size=(90, 8))
+    whole = kid(f1, f2, subsets=7, subset_size=50, seed=2)  # indicator products over the whole kernels
+    monkeypatch.setattr(fid, "_KID_WHOLE_KERNEL_ROWS", 10)
+    per_subset = kid(f1, f2, subsets=7, subset_size=50, seed=2)  # three kernels per subset
+    assert whole == pytest.approx(per_subset, rel=1e-10)
 
 
 # --------------------------------------------------------------------------- the pipeline with a stand-in network
@@ -196,10 +310,73 @@ def test_reference_key_changes_with_every_ingredient():
     assert base["resize_filter"].startswith("bilinear") and base["n"] == 10
 
 
+def test_cached_statistics_keep_the_rows_for_the_small_route(tmp_path):
+    rows = np.random.default_rng(11).random((40, 64)).astype(np.float32).astype(np.float64)
+    samples = FeatureStats.of(np.random.default_rng(12).random((30, 64)) ** 2)
+    key = reference_key("fp", np.arange(40), "net")
+    fresh = cached_reference(key, lambda: rows, tmp_path)
+    cached = cached_reference(key, lambda: None, tmp_path)
+    assert cached.from_cache and cached.stats.features is not None and np.array_equal(cached.stats.features, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert fid_from_stats(samples, cached.stats) == pytest.approx(fid_from_stats(samples, fresh.stats), rel=1e-12)
+    many = np.random.default_rng(13).random((80, 64))
+    big_key = reference_key("fp", np.arange(80), "net")
+    assert cached_reference(big_key, lambda: many, tmp_path).stats.features is None  # n ≥ d: (μ, Σ) suffice
+    assert cached_reference(big_key, lambda: None, tmp_path).stats.features is None
+    assert big_key["format"] == 1  # the file format is unchanged: statistics cached before still load
+
+
 def test_cache_folder_follows_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("BETAVAE_CACHE", str(tmp_path / "elsewhere"))
     assert fid.fid_cache_dir() == tmp_path / "elsewhere" / "fid"
     assert fid.fid_cache_dir(tmp_path / "given") == tmp_path / "given"
+
+
+# --------------------------------------------------------------------------- precision (bf16 opt-in)
+
+
+class AutocastProbe(StandIn):
+    """Records whether it ran under CPU bf16 autocast."""
+
+    def forward(self, x):
+        self.seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return F.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 1).flatten(1)
+
+
+def test_bf16_is_refused_on_a_cpu_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(fid, "_cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ValueError, match="no native bf16.*emulate"):
+        FeatureExtractor(StandIn(), "stand-in", precision="bf16")
+    monkeypatch.setattr(fid, "find_weights", None)  # refused before any weights are looked for
+    with pytest.raises(ValueError, match="no native bf16"):
+        fid.inception_extractor(precision="bf16", progress=False)
+    assert FeatureExtractor(StandIn(), "stand-in").precision == "fp32"  # the default runs anywhere
+    assert fid.precision_refusal("bf16", "cuda") is None and fid.precision_refusal("bf16", "cuda:1") is None
+    assert "not on mps" in fid.precision_refusal("bf16", "mps")
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        FeatureExtractor(StandIn(), "stand-in", precision="fp16")
+
+
+def test_bf16_runs_under_autocast_where_native(monkeypatch):
+    monkeypatch.setattr(fid, "_cpu_has_native_bf16", lambda: True)
+    network = AutocastProbe()
+    extractor = FeatureExtractor(network, "stand-in", batch_size=4, progress=False, precision="bf16")
+    features = extractor.features([torch.rand(4, 3, 16, 16)], total=4)
+    assert network.seen == [(True, torch.bfloat16)] and features.dtype == np.float64
+    fp32 = FeatureExtractor(AutocastProbe(), "stand-in", progress=False)
+    fp32.features([torch.rand(2, 3, 16, 16)], total=2)
+    assert [enabled for enabled, _ in fp32.network.seen] == [False]
+
+
+def test_precision_is_part_of_the_identity_and_the_cache_key(monkeypatch):
+    monkeypatch.setattr(fid, "_cpu_has_native_bf16", lambda: True)
+    fp32 = FeatureExtractor(StandIn(), "stand-in:7", progress=False)
+    bf16 = FeatureExtractor(StandIn(), "stand-in:7", progress=False, precision="bf16")
+    assert fp32.identity == "stand-in:7" and bf16.identity == "stand-in:7:bf16"
+    rows = np.arange(10)
+    assert reference_key("fp", rows, fp32.identity) != reference_key("fp", rows, bf16.identity)
+    assert FeatureExtractor(StandIn(), bf16.identity, precision="bf16").identity == bf16.identity  # not doubled
 
 
 # --------------------------------------------------------------------------- weight lookup
@@ -301,6 +478,7 @@ def test_real_network_matches_the_torchscript(real_weights):
     extractor = fid.inception_extractor(progress=False)
     assert extractor.record["sha256"] == inception.FID_HELPER_SHA256 == extractor.identity.split(":")[1]
     assert extractor.record["path"] == str(located.path) and extractor.channels_last
+    assert extractor.precision == extractor.record["precision"] == "fp32" and extractor.identity.count(":") == 1
     photos = _photos()
     ours = extractor.features([photos], total=2)
     with torch.inference_mode():
@@ -308,6 +486,14 @@ def test_real_network_matches_the_torchscript(real_weights):
     assert ours.shape == (2, 2048) and np.isfinite(ours).all()
     assert np.linalg.norm(ours - expected) / np.linalg.norm(expected) < 1e-5
     assert np.abs(ours - expected).max() < 1e-4
+
+
+def test_bf16_inception_where_native_is_keyed_and_recorded_apart(real_weights, monkeypatch):
+    monkeypatch.setattr(fid, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(fid, "load_inception", lambda located: StandIn())  # the network itself is tested above
+    bf16 = fid.inception_extractor(progress=False, precision="bf16")
+    assert bf16.identity == f"fid-inception-v3:{inception.FID_HELPER_SHA256}:bf16"
+    assert bf16.record["precision"] == "bf16" and "bf16 (torch.autocast)" in bf16.record["network"]
 
 
 def test_pytorch_fid_state_dict_loads_into_the_same_network(real_weights, tmp_path):

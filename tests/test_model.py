@@ -63,3 +63,25 @@ def test_identity_and_tanh_activations():
     zeros, ones = torch.zeros(1), torch.ones(1)
     assert torch.equal(OutputActivation("identity", zeros, ones)(logits), logits)
     assert torch.allclose(OutputActivation("tanh", zeros, ones)(logits), torch.tanh(logits))
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_in_place_leaky_relu_changes_neither_values_gradients_nor_checkpoint_keys(batch_norm):
+    torch.manual_seed(0)
+    fast = ConvVAE(32, 3, channels=[8, 16], latent_dim=4, batch_norm=batch_norm).train()
+    plain = ConvVAE(32, 3, channels=[8, 16], latent_dim=4, batch_norm=batch_norm).train()
+    plain.load_state_dict(fast.state_dict())
+    relus = [m for m in plain.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert relus and all(m.inplace for m in relus)
+    for m in relus:
+        m.inplace = False  # the reference: a fresh output tensor per activation
+    assert list(fast.state_dict()) == list(plain.state_dict())
+    x = torch.rand(4, 3, 32, 32)
+    outputs = []
+    for model in (fast, plain):
+        torch.manual_seed(1)
+        out = model(x)
+        (out.recon.square().mean() + out.posterior.logvar.exp().mean()).backward()
+        outputs.append((out.recon.detach(), [p.grad for p in model.parameters()]))
+    assert torch.equal(outputs[0][0], outputs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1]))

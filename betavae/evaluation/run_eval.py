@@ -6,8 +6,10 @@ and the figures below, then rebuilds the run's ``index.html``.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,11 +33,16 @@ from betavae.evaluation.sample_quality import sample_quality
 from betavae.figures import image_grid, plot_kl_per_dim, reconstruction_pairs, save_png
 from betavae.fileio import write_json, write_text
 from betavae.inference import TrainedModel, load, rank_dimensions
+from betavae.metrics.disentanglement import DCI_BACKENDS, progress_bar
 from betavae.metrics.fid import FeatureExtractor, inception_extractor
 from betavae.report import write_run_index
 
 ACTIVE_KL = 0.01  # nats: a dimension with more mean KL than this is counted as active
 SHOWN_IMAGES = 16
+FID_PRECISIONS = ("fp32", "bf16")
+# disentanglement_lib's counts (10,000 training / 5,000 test points for every metric, DCI included):
+# ``betavae evaluate --disentanglement-lib-counts``.
+LIBRARY_POINTS = 10_000
 
 
 @dataclass
@@ -52,6 +59,7 @@ class EvalOptions:
     kid: bool = False
     fid_weights: Path | None = None
     fid_batch_size: int = 50
+    fid_precision: str = "fp32"
     cache_dir: Path | None = None
     top_k: int = 8
     traversal_range: tuple[float, float] = (-3.0, 3.0)
@@ -62,6 +70,7 @@ class EvalOptions:
     disentanglement: bool = True
     disentanglement_points: int = 5000
     dci_points: int = 2000
+    dci_backend: str = "hist"
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
@@ -72,8 +81,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     """
     options = options or EvalOptions()
     started = time.perf_counter()
+    _check_choices(options)
     if options.fid and extractor is None:  # find the weights before any long computation
-        extractor = inception_extractor(options.fid_weights, options.fid_batch_size, options.device, options.progress)
+        extractor = _inception(options)
     trained = load(run_dir, options.checkpoint, options.device)
     _check_options(trained, options)
     out = Path(run_dir) / "eval"
@@ -88,8 +98,9 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     tick = time.perf_counter()
     factors = None
     if options.disentanglement:
-        factors = factor_analysis(trained, out, options.disentanglement_points, options.dci_points, options.seed)
-    attributes = attribute_analysis(trained, out, val_rows)
+        factors = factor_analysis(trained, out, options.disentanglement_points, options.dci_points, options.seed,
+                                  options.dci_backend, options.progress)
+    attributes = attribute_analysis(trained, out, val_rows, progress=options.progress)
     seconds["latent_meaning"] = round(time.perf_counter() - tick, 2)
 
     tick = time.perf_counter()
@@ -137,6 +148,27 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def _check_choices(options: EvalOptions) -> None:
+    """Rejects unknown option values before anything is loaded."""
+    if options.dci_backend not in DCI_BACKENDS:
+        raise ValueError(f"--dci-backend must be one of {', '.join(DCI_BACKENDS)}, got {options.dci_backend!r}")
+    if options.fid_precision not in FID_PRECISIONS:
+        raise ValueError(f"--fid-precision must be one of {', '.join(FID_PRECISIONS)}, got {options.fid_precision!r}")
+
+
+def _inception(options: EvalOptions) -> FeatureExtractor:
+    """The FID network; ``precision`` is passed only when it is not fp32, so that this works with an
+    ``inception_extractor`` that predates the argument (then bf16 is refused here, clearly)."""
+    extra = {}
+    if options.fid_precision != "fp32":
+        if "precision" not in inspect.signature(inception_extractor).parameters:
+            raise ValueError(f"--fid-precision {options.fid_precision}: this version's FID network "
+                             "(betavae.metrics.fid.inception_extractor) runs in fp32 only")
+        extra["precision"] = options.fid_precision
+    return inception_extractor(options.fid_weights, options.fid_batch_size, options.device, options.progress,
+                               **extra)
+
+
 def _check_options(trained: TrainedModel, options: EvalOptions) -> None:
     """Rejects settings that would fail late, before the long computations."""
     n_val = len(trained.data().val_indices)
@@ -166,14 +198,16 @@ def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, selection: str,
                     options: EvalOptions) -> tuple[dict, str, np.ndarray | None, np.ndarray]:
     """Per-image PSNR/SSIM on the validation split (and an outside folder): summaries, a CSV, the
     outside images, and the validation images' mean KL per dimension (from the same encoding)."""
-    psnrs, ssims, kl = reconstruction_scores(trained, _dataset_chunks(trained, val_rows))
+    with progress_bar(options.progress, len(val_rows), "reconstruction (validation)", "img") as bar:
+        psnrs, ssims, kl = reconstruction_scores(trained, _counted(_dataset_chunks(trained, val_rows), bar))
     result = {"convention": CONVENTION,
               "validation": {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(val_rows), "images": selection}}
     table = [("validation", int(i), p, s) for i, p, s in zip(val_rows, psnrs, ssims)]
     outside = None
     if options.images is not None:
         folder = load_folder(options.images, trained.image_size, trained.channels, options.max_images)
-        psnrs, ssims, _ = reconstruction_scores(trained, uint8_chunks(folder.images))
+        with progress_bar(options.progress, len(folder.images), "reconstruction (outside images)", "img") as bar:
+            psnrs, ssims, _ = reconstruction_scores(trained, _counted(uint8_chunks(folder.images), bar))
         colour = "grayscale" if trained.channels == 1 else "RGB"
         result["outside"] = {"psnr": summarize(psnrs), "ssim": summarize(ssims), "n": len(folder.names),
                              "folder": str(Path(options.images).resolve()), "skipped": folder.skipped,
@@ -181,6 +215,13 @@ def _reconstruction(trained: TrainedModel, val_rows: np.ndarray, selection: str,
         table += [("outside", name, p, s) for name, p, s in zip(folder.names, psnrs, ssims)]
         outside = folder.images
     return result, _per_image_csv(table), outside, kl
+
+
+def _counted(batches, bar):
+    """Yields the batches, advancing ``bar`` by each batch's length once it has been used."""
+    for batch in batches:
+        yield batch
+        bar.update(len(batch))
 
 
 def _per_image_csv(rows: list[tuple]) -> str:
@@ -203,20 +244,29 @@ def _figures(trained: TrainedModel, out: Path, val_rows: np.ndarray, outside: np
     image = trained.images(np.sort(trained.data().val_indices)[[options.index]])
     z_image = trained.encode(image).mean[0]
     z_prior = torch.randn(trained.latent_dim, generator=torch.Generator().manual_seed(options.seed))
-    figures = [
-        save_png(_enlarge(image_grid(trained.sample(64, options.seed)[1], nrow=8)), out / "random_samples.png"),
-        save_png(_enlarge(reconstruction_pairs(shown, trained.reconstruct(shown))), out / "reconstructions_validation.png"),
-        plot_kl_per_dim(kl, out / "kl_per_dimension.png", threshold=ACTIVE_KL),
-        save_png(traversal_sheet(trained, z_image, top, values, kl, labels), out / "traversals_top_dims_from_image.png"),
-        save_png(traversal_sheet(trained, z_prior, top, values, kl, labels), out / "traversals_top_dims_from_prior.png"),
-        save_png(traversal_sheet(trained, z_image, range(trained.latent_dim), values, kl, labels, scale=1),
-                 out / "traversals_all_dims.png"),
-        traversal_gif(trained, z_image, top, low, high, out / "traversals_top_dims.gif"),
+
+    def png(name: str, draw) -> Callable[[], Path]:
+        return lambda: save_png(draw(), out / name)
+
+    steps = [
+        png("random_samples.png", lambda: _enlarge(image_grid(trained.sample(64, options.seed)[1], nrow=8))),
+        png("reconstructions_validation.png", lambda: _enlarge(reconstruction_pairs(shown, trained.reconstruct(shown)))),
+        lambda: plot_kl_per_dim(kl, out / "kl_per_dimension.png", threshold=ACTIVE_KL),
+        png("traversals_top_dims_from_image.png", lambda: traversal_sheet(trained, z_image, top, values, kl, labels)),
+        png("traversals_top_dims_from_prior.png", lambda: traversal_sheet(trained, z_prior, top, values, kl, labels)),
+        png("traversals_all_dims.png",
+            lambda: traversal_sheet(trained, z_image, range(trained.latent_dim), values, kl, labels, scale=1)),
+        lambda: traversal_gif(trained, z_image, top, low, high, out / "traversals_top_dims.gif"),
     ]
     if outside is not None:
-        shown = uint8_to_unit(outside[:SHOWN_IMAGES])
-        figures.append(save_png(_enlarge(reconstruction_pairs(shown, trained.reconstruct(shown))),
-                                out / "reconstructions_outside_images.png"))
+        outside_shown = uint8_to_unit(outside[:SHOWN_IMAGES])
+        steps.append(png("reconstructions_outside_images.png",
+                         lambda: _enlarge(reconstruction_pairs(outside_shown, trained.reconstruct(outside_shown)))))
+    figures = []
+    with progress_bar(options.progress, len(steps), "figures", "figure") as bar:
+        for draw in steps:
+            figures.append(draw())
+            bar.update()
     return figures
 
 
