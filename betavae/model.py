@@ -1,6 +1,6 @@
 """The convolutional β-VAE: an encoder to (μ, log σ²) and a mirrored decoder, every shape derived.
 
-The study's architecture (SPEC.md, Figure 6) is the ``paper`` preset: stride-2 3×3 conv blocks
+The study's architecture (docs/study.md) is the ``paper`` preset: stride-2 3×3 conv blocks
 (Conv → BatchNorm → LeakyReLU) down to ``image_size / 2**len(channels)``, linear heads to μ and
 log σ², and a decoder of transposed-conv blocks back up, ending in ConvTranspose(c0 → c0) →
 Conv(c0 → C) → output activation.

@@ -1,4 +1,4 @@
-"""Disentanglement metrics with disentanglement_lib's definitions and defaults (REFERENCE.md §4).
+"""Disentanglement metrics with disentanglement_lib's definitions and defaults (docs/metrics.md).
 
 Two kinds of metric:
 
