@@ -30,6 +30,7 @@ from betavae.checkpoint import (
 from betavae.config import ConfigError, RunConfig, apply_overrides, validate_config
 from betavae.data import ImageData, build_data
 from betavae.data.base import fingerprint_array
+from betavae.data.device_images import DeviceImages, flip_seed
 from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
 from betavae.hardware import choose_precision
@@ -133,6 +134,9 @@ class Trainer:
             self.device = torch.device("cuda", self.workers.local_rank)
         self.precision, self.precision_reason = choose_precision(train.precision, self.device)
         self.normalizer = Normalizer(config.data.normalization, self.data.channels)
+        self.device_images, self.placement = DeviceImages.if_it_fits(
+            self.data.images, self.device, self.normalizer, seed=train.seed, hflip=config.data.hflip,
+            channels_last=train.channels_last)
         # weights and noise (DDP copies rank 0's weights); a resumed run restores the RNG state
         torch.manual_seed(train.seed + self.workers.rank)
         self.model = build_model(config, self.data.channels).to(self.device)
@@ -174,10 +178,15 @@ class Trainer:
         return self._order
 
     def batch(self, indices: np.ndarray, step: int | None = None) -> torch.Tensor:
-        """Images at ``indices`` in model space; training batches (``step`` given) may be flipped."""
+        """Images at ``indices`` in model space; training batches (``step`` given) may be flipped.
+
+        Drawn on the device from :class:`DeviceImages` when the dataset fits there; the same values
+        either way (the flips come from the same seeded generator)."""
+        if self.device_images is not None:
+            return self.device_images.batch(indices, step)
         x = uint8_to_unit(self.data.images[np.sort(indices)], self.device)
         if step is not None and self.config.data.hflip:
-            x = random_hflip(x, torch.Generator().manual_seed(self.config.train.seed * 1_000_003 + step))
+            x = random_hflip(x, torch.Generator().manual_seed(flip_seed(self.config.train.seed, step)))
         x = self.normalizer.from_unit(x)
         if self.config.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -527,6 +536,7 @@ def _record_start(trainer: Trainer) -> None:
         device=str(trainer.device),
         precision=trainer.precision,
         precision_reason=trainer.precision_reason,
+        data_placement=trainer.placement.message(),
         parameters=count_parameters(trainer.model),
         data={
             **_data_identity(data),

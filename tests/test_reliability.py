@@ -453,3 +453,16 @@ def _umask() -> int:
 def test_run_json_says_which_precision_auto_chose_and_why(tiny_run):
     info = read_info(RunPaths(tiny_run))
     assert info["precision"] in ("fp32", "bf16") and info["precision_reason"].startswith(f"auto → {info['precision']}")
+
+
+def test_training_batches_come_from_the_device_copy_with_the_host_paths_values(tiny_run):
+    from betavae.runs import read_config
+
+    config = read_config(tiny_run).model_copy(deep=True)
+    config.data.hflip = True
+    trainer = Trainer(config, RunPaths(tiny_run))
+    assert trainer.device_images is not None and "in place" in read_info(RunPaths(tiny_run))["data_placement"]
+    indices = trainer.data.train_indices[:16]
+    on_device = trainer.batch(indices, step=5)
+    trainer.device_images = None  # the host path
+    assert torch.equal(on_device, trainer.batch(indices, step=5))
