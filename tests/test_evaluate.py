@@ -171,6 +171,7 @@ def test_evaluate_without_fid(run_copy, recwarn, capsys):
     assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics
     report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
     assert report["points"]["num_train"] == 200 and report["dci"]["num_train"] == 50
+    assert report["beta_vae"]["num_train"] == 200 and report["factor_vae"]["num_eval"] == 100  # min(200, 1000)
     assert report["dci"]["backend"] == "hist"
     # 50 points for factors of up to 40 values: scikit-learn's warning is recorded, not printed
     assert report["dci"]["warnings"] and any(note.startswith("DCI:") for note in report["notes"])
@@ -182,7 +183,7 @@ def test_evaluate_without_fid(run_copy, recwarn, capsys):
 
 def test_evaluate_shows_a_progress_bar_for_every_slow_stage(run_copy, capsys):
     assert _cli(["evaluate", str(run_copy), "--no-fid", "--disentanglement-points", "200", "--dci-points", "100",
-                 "--dci-backend", "exact"]) == 0
+                 "--rendered-points", "60", "--dci-backend", "exact"]) == 0
     err = capsys.readouterr().err
     for stage in ("reconstruction (validation)", "encoding MIG/SAP/DCI points", "SAP (LinearSVC fits)",
                   "DCI (exact gradient boosting)", "BetaVAE score (images)", "FactorVAE score (images)", "figures"):
@@ -190,6 +191,7 @@ def test_evaluate_shows_a_progress_bar_for_every_slow_stage(run_copy, capsys):
     assert "<" in err and "100%" in err  # tqdm's elapsed<remaining (ETA)
     report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
     assert report["dci"]["backend"] == "exact" and "GradientBoostingClassifier()" in report["dci"]["classifier"]
+    assert report["beta_vae"]["num_train"] == 60 and report["mig"]["num_points"] == 200
 
 
 def _parsed_options(monkeypatch, argv):
@@ -211,11 +213,14 @@ def test_cli_defaults_are_the_options_defaults(monkeypatch):
 
 def test_disentanglement_options(monkeypatch):
     options = _parsed_options(monkeypatch, ["--disentanglement-lib-counts", "--dci-backend", "exact"])
-    assert (options.disentanglement_points, options.dci_points, options.dci_backend) == (10_000, 10_000, "exact")
-    options = _parsed_options(monkeypatch, ["--disentanglement-points", "3000"])
-    assert (options.disentanglement_points, options.dci_points) == (3000, EvalOptions().dci_points)
+    assert (options.disentanglement_points, options.dci_points, options.rendered_points) == (10_000,) * 3
+    assert options.dci_backend == "exact"
+    options = _parsed_options(monkeypatch, ["--disentanglement-points", "3000", "--rendered-points", "40"])
+    assert (options.disentanglement_points, options.dci_points, options.rendered_points) == (3000, 10_000, 40)
+    defaults = EvalOptions()
+    assert (defaults.disentanglement_points, defaults.dci_points, defaults.rendered_points) == (10_000, 10_000, None)
     with pytest.raises(SystemExit):
-        _cli(["evaluate", "some-run", "--disentanglement-lib-counts", "--dci-points", "100"])
+        _cli(["evaluate", "some-run", "--disentanglement-lib-counts", "--rendered-points", "100"])
     with pytest.raises(SystemExit):
         _cli(["evaluate", "some-run", "--dci-backend", "lightgbm"])
     with pytest.raises(ValueError, match="hist, exact"):

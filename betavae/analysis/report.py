@@ -142,14 +142,17 @@ def _summary(results: dict) -> dict:
 def disentanglement_report(represent: Callable, data, out_dir: str | Path, rng_seed: int = 0,
                            num_train: int = 10_000, num_eval: int = 5_000, batch_size: int = 64,
                            dci_num_train: int | None = None, images_per_call: int = IMAGES_PER_CALL,
-                           dci_backend: str = "hist", progress: bool = False) -> dict:
+                           dci_backend: str = "hist", progress: bool = False,
+                           rendered_num_train: int | None = None, rendered_num_eval: int | None = None) -> dict:
     """MIG, SAP, DCI, BetaVAE and FactorVAE scores, Gaussian TC and latent names for ``data``.
 
     ``represent(images_uint8_NHWC)`` returns the encoder means ``(N, D)``, or a pair
     (means, log-variances) to add active-unit counts. ``data`` is an ``ImageData`` with factors;
     the BetaVAE and FactorVAE scores need its ``source`` generator and are skipped without one.
     ``num_train``/``num_eval`` are the points of every metric (disentanglement_lib: 10,000 / 5,000;
-    MIG uses the training points; the FactorVAE variance estimate uses ``num_train`` samples).
+    MIG uses the training points); ``rendered_num_train``/``rendered_num_eval`` replace them for the
+    BetaVAE and FactorVAE scores, whose every point renders and encodes a batch (or two) of
+    ``batch_size`` images (the FactorVAE variance estimate uses ``rendered_num_train`` samples).
     ``dci_num_train`` caps DCI's training points; ``dci_backend`` is ``"hist"`` (default) or
     ``"exact"`` (disentanglement_lib's ``GradientBoostingClassifier``: ~10 minutes at 10,000 points on
     2 cores for dSprites' factors). ``images_per_call`` bounds each ``represent`` call. ``progress``
@@ -177,7 +180,8 @@ def disentanglement_report(represent: Callable, data, out_dir: str | Path, rng_s
     }
     rendered = None
     if data.source is not None:
-        deferred, rendered = _rendered_metrics(represent, data.source, rng_seed, batch_size, num_train, num_eval,
+        deferred, rendered = _rendered_metrics(represent, data.source, rng_seed, batch_size,
+                                               rendered_num_train or num_train, rendered_num_eval or num_eval,
                                                images_per_call, progress)
         metrics |= deferred
     results = {}

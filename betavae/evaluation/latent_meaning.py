@@ -18,11 +18,21 @@ from betavae.metrics.disentanglement import progress_bar
 ATTRIBUTE_FILE = "attribute_dimensions.json"
 ENCODE_BATCH = 2048
 ACTIVATION_BYTES = 256 * 2**20  # first-layer activations of one encoder batch (sets its size)
+# Default cap on the BetaVAE/FactorVAE scores' points: each renders and encodes 64 or 128 images,
+# so these two scores cost ~190× the images of MIG/SAP/DCI per point (README "Evaluation").
+RENDERED_POINTS = 1000
 
 
 def encoder_batch_size(trained: TrainedModel) -> int:
     """Images per encoder call for the metrics: as many as keep the first convolution's float32
-    output near :data:`ACTIVATION_BYTES` (4,096 for the demo's 64×64 model), within 256..8,192."""
+    output near :data:`ACTIVATION_BYTES` (4,096 for the demo's 64×64 model), within 256..8,192.
+
+    With one torch thread, 256: measured here (demo model, 8,192 images, interleaved repeats) one
+    thread was fastest at 256 (4,100 images per CPU-second; 2,400 at 4,096, the caches overflow)
+    while two threads were fastest at 4,096 (8.6 s against 13.0 s at 256: fewer thread
+    synchronisations)."""
+    if torch.get_num_threads() == 1:
+        return 256
     first = next((m for m in trained.model.modules() if isinstance(m, nn.Conv2d)), None)
     channels = first.out_channels if first is not None else 64
     per_image = channels * (trained.image_size // 2) ** 2 * 4
@@ -30,9 +40,9 @@ def encoder_batch_size(trained: TrainedModel) -> int:
 
 
 def metric_represent(trained: TrainedModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``trained.represent`` (uint8 images → posterior means and log-variances) in large batches:
-    :func:`encoder_batch_size` images per call instead of 256 (~30 % less CPU per image measured
-    here for the demo's model), no autograd bookkeeping (``inference_mode``)."""
+    """``trained.represent`` (uint8 images → posterior means and log-variances) in batches of
+    :func:`encoder_batch_size` images (``trained.represent`` uses 256), without autograd
+    bookkeeping (``inference_mode``); the same codes."""
     model, normalizer, device = trained.model, trained.normalizer, trained.device
     batch = encoder_batch_size(trained)
 
@@ -49,22 +59,29 @@ def metric_represent(trained: TrainedModel) -> Callable[[np.ndarray], tuple[np.n
 
 
 def factor_analysis(trained: TrainedModel, out: Path, points: int, dci_points: int, seed: int,
-                    dci_backend: str = "hist", progress: bool = False) -> dict | None:
+                    dci_backend: str = "hist", progress: bool = False,
+                    rendered_points: int | None = None) -> dict | None:
     """disentanglement_lib's metrics and per-dimension factor names, or None without factors.
 
-    ``points`` training points (``points // 2`` test points) for every metric, DCI on at most
-    ``dci_points`` of them with ``dci_backend``; ``notes`` say where an optimiser stopped at its
-    iteration limit (instead of scikit-learn's warnings)."""
+    ``points`` training points (``points // 2`` test points) for MIG, SAP and DCI, DCI on at most
+    ``dci_points`` of them with ``dci_backend``; ``rendered_points`` for the BetaVAE and FactorVAE
+    scores (default: ``points``, at most :data:`RENDERED_POINTS`). ``notes`` say where an optimiser stopped at its iteration limit
+    (instead of scikit-learn's warnings)."""
     data = trained.data()
     if data.factors is None:
         return None
+    rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
     report = disentanglement_report(metric_represent(trained), data, out, rng_seed=seed, num_train=points,
                                     num_eval=max(points // 2, 1), dci_num_train=min(dci_points, points),
-                                    dci_backend=dci_backend, progress=progress)
+                                    dci_backend=dci_backend, progress=progress,
+                                    rendered_num_train=rendered_points,
+                                    rendered_num_eval=max(rendered_points // 2, 1))
     labels = [entry["label"] for entry in sorted(report["dimensions"], key=lambda entry: entry["dim"])]
     return {"summary": report["summary"], "labels": labels, "notes": report["notes"],
             "points": {"num_train": points, "num_test": max(points // 2, 1),
-                       "dci_num_train": report["dci"]["num_train"], "dci_backend": dci_backend},
+                       "dci_num_train": report["dci"]["num_train"], "dci_backend": dci_backend,
+                       **({"rendered_num_train": rendered_points, "rendered_num_eval": max(rendered_points // 2, 1)}
+                          if data.source is not None else {})},
             "seconds": report["seconds"],
             "file": "eval/disentanglement.json", "heatmap": "eval/mi_heatmap.png"}
 

@@ -68,8 +68,9 @@ class EvalOptions:
     seed: int = 0
     progress: bool = True
     disentanglement: bool = True
-    disentanglement_points: int = 5000
-    dci_points: int = 2000
+    disentanglement_points: int = 10_000
+    dci_points: int = 10_000
+    rendered_points: int | None = None  # None: disentanglement_points, at most 1,000
     dci_backend: str = "hist"
 
 
@@ -99,7 +100,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     factors = None
     if options.disentanglement:
         factors = factor_analysis(trained, out, options.disentanglement_points, options.dci_points, options.seed,
-                                  options.dci_backend, options.progress)
+                                  options.dci_backend, options.progress, options.rendered_points)
     attributes = attribute_analysis(trained, out, val_rows, progress=options.progress)
     seconds["latent_meaning"] = round(time.perf_counter() - tick, 2)
 

@@ -294,10 +294,21 @@ def _fit_hist(codes, labels, random_state: int, bar) -> tuple[object, np.ndarray
     return model, hist_gain_importance(model, codes.shape[1])
 
 
+def _dci_factor(backend: str, codes, labels, codes_test, labels_test, random_state: int,
+                bar) -> tuple[np.ndarray, float, float, list[str]]:
+    """One factor's classifier: importance ``(D,)``, train and test accuracy, caught warnings."""
+    fit = _fit_hist if backend == "hist" else _fit_exact
+    with caught_warnings(CONVERGENCE, FEW_POINTS_PER_CLASS) as caught:
+        model, importance = fit(codes, labels, random_state, bar)
+    return (importance, float(np.mean(model.predict(codes) == labels)),
+            float(np.mean(model.predict(codes_test) == labels_test)), caught)
+
+
 def dci_classifier(backend: str) -> str:
     """The classifier of a DCI backend, in words (for reports)."""
     if backend == "exact":
-        return f"sklearn {sklearn.__version__} GradientBoostingClassifier() defaults (disentanglement_lib), impurity importance"
+        return (f"sklearn {sklearn.__version__} GradientBoostingClassifier() defaults (disentanglement_lib), "
+                "impurity importance")
     settings = ", ".join(f"{k}={v}" for k, v in HIST_SETTINGS.items())
     return (f"sklearn {sklearn.__version__} HistGradientBoostingClassifier({settings}), "
             "split-gain importance")
@@ -315,22 +326,21 @@ def dci_importance(
 ) -> tuple[np.ndarray, float, float]:
     """One gradient-boosted classifier per factor → importance ``(D, F)``, mean train and test
     accuracy. ``backend``: ``"hist"`` (fast, :data:`HIST_SETTINGS`) or ``"exact"``. scikit-learn's
-    warning about factors with more values than half the points is appended to ``notes``."""
+    warnings while fitting (e.g. a factor with more values than half the points) are appended to
+    ``notes`` as ``"factor k: message"``."""
     if backend not in DCI_BACKENDS:
         raise ValueError(f"unknown DCI backend {backend!r}; choose one of {', '.join(DCI_BACKENDS)}")
-    fit = _fit_hist if backend == "hist" else _fit_exact
-    importance = np.zeros((codes.shape[1], factors.shape[1]))
-    train_accuracy, test_accuracy = [], []
-    total = sum(trees_per_stage(factors[:, k]) for k in range(factors.shape[1])) * HIST_SETTINGS["max_iter"]
-    with progress_bar(progress, total, f"DCI ({backend} gradient boosting)", "tree") as bar:
-        for k in range(factors.shape[1]):
-            with caught_warnings(CONVERGENCE, FEW_POINTS_PER_CLASS) as caught:
-                model, importance[:, k] = fit(codes, factors[:, k], random_state, bar)
-            if notes is not None:
-                notes.extend(f"factor {k}: {message}" for message in dict.fromkeys(caught))
-            train_accuracy.append(np.mean(model.predict(codes) == factors[:, k]))
-            test_accuracy.append(np.mean(model.predict(codes_test) == factors_test[:, k]))
-    return importance, float(np.mean(train_accuracy)), float(np.mean(test_accuracy))
+    num_factors = factors.shape[1]
+    trees = [trees_per_stage(factors[:, k]) * HIST_SETTINGS["max_iter"] for k in range(num_factors)]
+    with progress_bar(progress, sum(trees), f"DCI ({backend} gradient boosting)", "tree") as bar:
+        results = [_dci_factor(backend, codes, factors[:, k], codes_test, factors_test[:, k], random_state, bar)
+                   for k in range(num_factors)]
+    importance = np.column_stack([results[k][0] for k in range(num_factors)])
+    if notes is not None:
+        for k in range(num_factors):
+            notes.extend(f"factor {k}: {message}" for message in dict.fromkeys(results[k][3]))
+    return (importance, float(np.mean([results[k][1] for k in range(num_factors)])),
+            float(np.mean([results[k][2] for k in range(num_factors)])))
 
 
 def dci(

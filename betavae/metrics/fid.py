@@ -9,6 +9,7 @@ matrix's singular values) instead of pytorch-fid's matrix square root (:func:`fr
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -113,8 +114,8 @@ class FeatureExtractor:
     def features(self, batches: Iterable[torch.Tensor], total: int, desc: str = "FID features") -> np.ndarray:
         """Runs image batches (float [0, 1], any batch size) through the network → float64 ``(N, d)``."""
         rows = []
-        autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
-                                  enabled=self.precision == "bf16")
+        autocast = (torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16) if self.precision == "bf16"
+                    else contextlib.nullcontext())  # fp32: the network runs exactly as it always did
         with tqdm(total=total, desc=desc, unit="img", disable=not self.progress, dynamic_ncols=True) as bar:
             for batch in _rebatch(batches, self.batch_size):
                 x = preprocess(batch.to(self.device))
