@@ -11,10 +11,9 @@ from betavae.checkpoint import DamagedCheckpointError, load_checkpoint, strip_pr
 from betavae.config import RunConfig
 from betavae.data import ImageData, build_data
 from betavae.data.transforms import Normalizer, uint8_to_unit
-from betavae.model import ConvVAE, Posterior
+from betavae.model import ConvVAE, Posterior, build_model
 from betavae.objectives import kl_per_dim as _kl_per_dim
 from betavae.runs import RunPaths, read_config
-from betavae.training import build_model
 
 _BATCH = 256
 

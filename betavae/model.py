@@ -8,9 +8,15 @@ Conv(c0 → C) → output activation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from betavae.data.transforms import Normalizer
+
+if TYPE_CHECKING:
+    from betavae.config import RunConfig
 
 # Field values a preset fills in (ModelConfig fields given explicitly win).
 PRESETS: dict[str, dict] = {
@@ -145,3 +151,20 @@ class ConvVAE(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(config: RunConfig, channels: int) -> ConvVAE:
+    """The model a run config describes, for data with ``channels`` channels."""
+    normalizer = Normalizer(config.data.normalization, channels)
+    kind = config.model.output_activation
+    if kind == "auto":
+        kind = "sigmoid"  # scaled to the normalised data's exact range
+    low, high = normalizer.bounds()
+    return ConvVAE(
+        image_size=config.data.image_size,
+        in_channels=channels,
+        channels=config.model.channels,
+        latent_dim=config.model.latent_dim,
+        batch_norm=config.model.batch_norm,
+        output_activation=OutputActivation(kind, low.flatten(), high.flatten()),
+    )

@@ -35,7 +35,7 @@ from betavae.data.transforms import Normalizer, random_hflip, uint8_to_unit
 from betavae.distributed import launched_rank, start_workers
 from betavae.hardware import choose_precision
 from betavae.interrupts import DeferredStop, Terminated
-from betavae.model import ConvVAE, OutputActivation, count_parameters
+from betavae.model import build_model, count_parameters
 from betavae.objectives import Objective, ObjectiveResult, build_objective
 from betavae.runs import (
     CsvLog,
@@ -92,23 +92,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device is {name!r} but CUDA is not available here; use 'cpu' or 'auto'")
     return device
-
-
-def build_model(config: RunConfig, channels: int) -> ConvVAE:
-    """The model a run config describes, for data with ``channels`` channels."""
-    normalizer = Normalizer(config.data.normalization, channels)
-    kind = config.model.output_activation
-    if kind == "auto":
-        kind = "sigmoid"  # scaled to the normalised data's exact range
-    low, high = normalizer.bounds()
-    return ConvVAE(
-        image_size=config.data.image_size,
-        in_channels=channels,
-        channels=config.model.channels,
-        latent_dim=config.model.latent_dim,
-        batch_norm=config.model.batch_norm,
-        output_activation=OutputActivation(kind, low.flatten(), high.flatten()),
-    )
 
 
 @dataclass

@@ -1,10 +1,12 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from betavae.config import validate_config
 from betavae.data.transforms import Normalizer
-from betavae.model import PRESETS, ConvVAE, OutputActivation, count_parameters
-from betavae.training import build_model
+from betavae.model import PRESETS, ConvVAE, OutputActivation, build_model, count_parameters
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -85,3 +87,8 @@ def test_in_place_leaky_relu_changes_neither_values_gradients_nor_checkpoint_key
         outputs.append((out.recon.detach(), [p.grad for p in model.parameters()]))
     assert torch.equal(outputs[0][0], outputs[1][0])
     assert all(torch.equal(a, b) for a, b in zip(outputs[0][1], outputs[1][1]))
+
+
+def test_loading_a_model_does_not_import_the_trainer():
+    code = "import sys, betavae.inference; assert 'betavae.training' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
