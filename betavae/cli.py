@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain even if OUT holds a finished demo (only ever replaces a betavae run folder)")
     p.set_defaults(func=_demo)
 
-    from betavae.data.prepare import add_parser as add_prepare_parser
+    from betavae.data.cli import add_parser as add_prepare_parser
     from betavae.explorer.cli import add_parser as add_explore_parser
 
     from betavae.evaluation.cli import add_parsers as add_evaluation_parsers

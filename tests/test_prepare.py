@@ -15,7 +15,8 @@ import scipy.io
 from PIL import Image
 
 from betavae.data import imageio
-from betavae.data.prepare import PrepareOptions, add_parser, prepare
+from betavae.data.cli import add_parser
+from betavae.data.prepare import PrepareOptions, prepare
 from betavae.data.prepared import (
     PrepareError,
     load_attributes,

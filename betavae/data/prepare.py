@@ -1,24 +1,17 @@
-"""`betavae prepare`: decode an image dataset once into a memory-mapped cache for training.
+"""Building a prepared dataset; the ``betavae prepare`` command is :mod:`betavae.data.cli`.
 
-A recipe (:mod:`betavae.data.recipes`) lists the source images; worker processes decode,
-orient, convert, crop and resize each one (:mod:`betavae.data.imageio`); the main process
-streams the rows into ``images.npy`` in listing order, so memory stays flat however many
-images there are. The cache is built in a hidden folder beside ``--out`` and renamed into place
-only when complete; re-running with the same source files and options does nothing.
-
-Stopping: Ctrl-C or SIGTERM kills the workers at once, removes the hidden folder and leaves any
-earlier cache at ``--out`` as it was; the workers (:mod:`betavae.data.workers`) also end when the
-process is killed outright (SIGKILL, the OOM killer).
+:func:`prepare` lists the source with a recipe, decodes the items in worker processes
+(:func:`decode_items`), streams the rows into ``images.npy`` (:mod:`betavae.data.rows`), splits
+them (:mod:`betavae.data.split`) and writes the manifest last, in a hidden folder that is renamed
+onto ``--out`` only when complete.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -31,11 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageColor
+from PIL import Image
 from tqdm import tqdm
 
 from betavae.data import imageio, workers as worker_processes
-from betavae.data.base import split_indices
 from betavae.data.prepared import (
     ATTRIBUTES,
     FORMAT,
@@ -56,9 +48,11 @@ from betavae.data.recipes.base import (
     Skip,
     process_chunk,
 )
+from betavae.data.rows import RowWriter
+from betavae.data.split import make_split
 from betavae.fileio import write_json
 
-__all__ = ["PrepareError", "PrepareOptions", "add_parser", "prepare"]
+__all__ = ["PrepareError", "PrepareOptions", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -225,56 +219,6 @@ def _move_into_place(build_dir: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-class RowWriter:
-    """Streams uint8 rows into an ``.npy`` file with plain writes, so rows never pile up in memory.
-
-    The file is created full size by ``open_memmap`` (header and a sparse body); :meth:`finish`
-    shortens it to the rows written when some items were skipped.
-    """
-
-    def __init__(self, path: Path, shape: tuple[int, ...]):
-        header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
-        self.offset, self.path, self.shape = header.offset, path, shape
-        del header
-        self.file = open(path, "r+b")
-        self.file.seek(self.offset)
-        self.rows = 0
-        self.digest = hashlib.blake2b(digest_size=16)
-
-    def __enter__(self) -> "RowWriter":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.file.close()
-
-    def write(self, row: np.ndarray) -> None:
-        if row.shape != self.shape[1:] or row.dtype != np.uint8:
-            raise ValueError(f"row {row.shape} {row.dtype}, expected {self.shape[1:]} uint8")
-        data = np.ascontiguousarray(row).tobytes()
-        self.file.write(data)
-        self.digest.update(data)
-        self.rows += 1
-
-    def finish(self) -> None:
-        """Shortens the array to the rows written (copying block by block into a new file)."""
-        if self.rows == self.shape[0]:
-            return
-        shape = (self.rows, *self.shape[1:])
-        shorter = self.path.with_name(self.path.name + ".short")
-        header = np.lib.format.open_memmap(shorter, mode="w+", dtype=np.uint8, shape=shape)
-        new_offset = header.offset
-        del header
-        remaining = int(np.prod(shape))
-        with open(self.path, "rb") as src, open(shorter, "r+b") as dst:
-            src.seek(self.offset)
-            dst.seek(new_offset)
-            while remaining:
-                block = src.read(min(remaining, 64 << 20))
-                dst.write(block)
-                remaining -= len(block)
-        os.replace(shorter, self.path)
-
-
 def decode_items(
     items: list[Item], options: imageio.ImageOptions, workers: int
 ) -> Iterator[ItemResult]:
@@ -369,7 +313,9 @@ def _build(
     skipped = listing.skipped + decoded.skipped
     if decoded.rows == 0:
         raise PrepareError(_nothing_usable(recipe, source, skipped))
-    train, val, split_info = make_split(decoded.row_items, listing, options)
+    train, val, split_info = make_split(
+        decoded.row_items, listing, options.val_fraction, options.seed
+    )
     np.savez(build_dir / SPLIT, train=train, val=val)
     files = [IMAGES, SPLIT, NAMES]
     if listing.attributes is not None:
@@ -408,35 +354,6 @@ def _build(
     }
 
 
-def make_split(
-    row_items: np.ndarray, listing: Listing, options: PrepareOptions
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Train and val row indices, with a description for the manifest.
-
-    CelebA's partition when the listing has one (train = 0, val = 1 and 2); otherwise a seeded
-    split of the source images, so every row cut from one image (batik patches) is on one side.
-    """
-    if listing.partition is not None:
-        partition = np.array([listing.partition[listing.items[i].name] for i in row_items])
-        train, val = np.flatnonzero(partition == 0), np.flatnonzero(partition > 0)
-        if len(train) == 0 or len(val) == 0:
-            raise PrepareError(
-                "the CelebA partition leaves no training or no validation image; use --split random"
-            )
-        info = {"method": "partition", "rule": "train: partition 0; val: 1 (valid) and 2 (test)"}
-    else:
-        sources = np.unique(row_items)
-        try:
-            _, val_sources = split_indices(len(sources), options.val_fraction, options.seed)
-        except ValueError as exc:
-            raise PrepareError(f"cannot split the prepared images: {exc}") from None
-        is_val = np.isin(row_items, sources[val_sources])
-        train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
-        info = {"method": "random", "unit": "source image", "val_fraction": options.val_fraction}
-        info["seed"] = options.seed
-    return train, val, {**info, "train": int(len(train)), "val": int(len(val)), "file": SPLIT}
-
-
 def _save_attributes(path: Path, row_items: np.ndarray, listing: Listing) -> None:
     """Per-row attribute values as int16 (0 where the attribute list has no line for an image)."""
     values = np.zeros((len(row_items), len(listing.attribute_names)), dtype=np.int16)
@@ -465,118 +382,3 @@ def format_summary(manifest: dict, out: Path) -> str:
     rate = counts["kept"] / seconds if seconds else 0.0
     lines.append(f"{seconds:.1f} s ({rate:.0f} images/s)")
     return "\n".join(lines)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
-    return value
-
-
-def _colour(text: str) -> tuple[int, int, int]:
-    try:
-        return tuple(ImageColor.getrgb(text)[:3])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a colour: {text!r} (try white, #808080)") from None
-
-
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--source", required=True, type=Path, help="the dataset as you have it (folder or file)")
-    add("--out", required=True, type=Path, help="folder to write the prepared data to")
-    add("--size", type=_positive_int, default=64, help="side of the square images (default: 64)")
-    add(
-        "--grayscale",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="one channel (ITU-R 601-2 luma) instead of RGB",
-    )
-    add(
-        "--background",
-        type=_colour,
-        default=(255, 255, 255),
-        help="colour that transparent pixels are composited on (default: white)",
-    )
-    add(
-        "--small",
-        choices=["upscale", "skip"],
-        default="upscale",
-        help="images whose shorter side is below --size: upscale or skip them (default: upscale)",
-    )
-    add(
-        "--val-fraction",
-        type=_fraction,
-        default=0.25,
-        help="share of the source images kept for validation (default: 0.25)",
-    )
-    add("--seed", type=int, default=0, help="seed of --limit, the split and patches (default: 0)")
-    add("--include", help="file of relative paths, one a line: only these images are used")
-    add("--limit", type=_positive_int, help="use a seeded random choice of this many images")
-    add(
-        "--max-pixels",
-        type=int,
-        default=Image.MAX_IMAGE_PIXELS,
-        help="larger images are skipped as decompression bombs; 0: no limit "
-        f"(default: Pillow's {Image.MAX_IMAGE_PIXELS})",
-    )
-    add(
-        "--workers",
-        type=_positive_int,
-        default=os.cpu_count() or 1,
-        help="decoding processes (default: one per CPU)",
-    )
-    add("--force", action="store_true", help="rebuild even if the prepared data is up to date")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Adds ``prepare RECIPE --source … --out …`` to a top-level command parser."""
-    parser = subparsers.add_parser(
-        "prepare",
-        help="decode an image dataset once into a cache that training reads",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    recipes = parser.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
-    for name, module in RECIPES.items():
-        recipe_parser = recipes.add_parser(
-            name,
-            help=module.HELP,
-            description=module.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        _add_common_arguments(recipe_parser)
-        module.add_arguments(recipe_parser)
-        recipe_parser.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``prepare`` command: builds the cache and prints the summary; 2 on a PrepareError."""
-    options = PrepareOptions(
-        size=args.size,
-        grayscale=args.grayscale,
-        background=args.background,
-        small=args.small,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        include=str(Path(args.include).expanduser().resolve()) if args.include else None,
-        limit=args.limit,
-        max_pixels=args.max_pixels or None,
-        recipe={name: getattr(args, name) for name in RECIPES[args.recipe].DEFAULTS},
-    )
-    try:
-        prepare(args.recipe, args.source, args.out, options, workers=args.workers, force=args.force)
-    except PrepareError as exc:
-        print(f"betavae prepare: error: {exc}", file=sys.stderr, flush=True)
-        return 2
-    return 0

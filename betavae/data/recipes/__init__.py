@@ -5,8 +5,9 @@ from types import ModuleType
 
 from betavae.data.recipes import batik, cars, cats, celeba, folder
 
-# Recipe name on the command line → module with HELP, DEFAULTS (its own options),
-# add_arguments(parser) and list_items(source, options) -> Listing.
+# Recipe name on the command line → module with a docstring (its --help), HELP, DEFAULTS (its own
+# options), add_arguments(parser), list_items(source, options) -> Listing and write_example(root)
+# -> a minimal source, from which tests/test_recipe_conformance.py builds every recipe.
 RECIPES: dict[str, ModuleType] = {
     "folder": folder,
     "celeba": celeba,

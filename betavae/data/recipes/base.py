@@ -363,3 +363,14 @@ def _random_patches(image: Image.Image, item: Item) -> list[Image.Image]:
 def process_chunk(items: list[Item], options: imageio.ImageOptions) -> list[ItemResult]:
     """Worker entry point (a top-level function, so it pickles under fork and spawn)."""
     return [process_item(item, options) for item in items]
+
+
+def write_example_image(path: Path, seed: int, size: tuple[int, int] = (24, 20)) -> Path:
+    """A small smooth RGB image (``size`` = width, height) for a recipe's ``write_example``."""
+    width, height = size
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.0, 1.0, width)[None, :, None] * rng.uniform(-80, 80, 3)
+    pixels = rng.uniform(60, 190, 3) + ramp + np.zeros((height, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path)
+    return path

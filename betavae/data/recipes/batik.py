@@ -11,6 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from betavae.cliargs import positive_int
 from betavae.data.recipes.base import (
     Item,
     Listing,
@@ -18,29 +19,23 @@ from betavae.data.recipes.base import (
     require_folder,
     scan_folder,
     select_items,
+    write_example_image,
 )
 
 HELP = "batik: a folder of large photos → N seeded random square patches (grayscale by default)"
 DEFAULTS = {"patches": 2400, "patch_size": 128}  # recipe options and their defaults
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patches",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS["patches"],
         help="patches in all, spread evenly over the photos (default: 2400)",
     )
     parser.add_argument(
         "--patch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULTS["patch_size"],
         help="side of each square patch in photo pixels, before resizing to --size (default: 128); "
         "photos smaller than this are skipped",
@@ -65,3 +60,13 @@ def list_items(source: Path, options: dict) -> Listing:
                 items.append(replace(photo, **patches))
     notes = {"photos": len(photos), "patches_requested": total, "split_unit": "photo"}
     return Listing(items, scan.fingerprint(), skipped, notes=notes)
+
+
+def write_example(root: Path) -> Path:
+    """A minimal source for this recipe under ``root`` (two photos the size of a default patch);
+    returns ``--source``."""
+    source = root / "batik"
+    side = DEFAULTS["patch_size"]
+    for k in range(2):
+        write_example_image(source / f"photo_{k}.png", seed=k, size=(side + 8, side))
+    return source

@@ -29,6 +29,7 @@ from betavae.data.recipes.base import (
     require_folder,
     select_items,
     subfolders,
+    write_example_image,
 )
 
 HELP = "Stanford Cars: cars_train/ (+ cars_test/) with the devkit's cars_train_annos.mat"
@@ -149,3 +150,18 @@ def _square_around(box: tuple[float, float, float, float]) -> tuple[float, float
     """(centre x, centre y, side) of the square around a 1-based inclusive box, 0-based."""
     x1, y1, x2, y2 = box
     return ((x1 - 1 + x2) / 2, (y1 - 1 + y2) / 2, max(x2 - x1 + 1, y2 - y1 + 1))
+
+
+def write_example(root: Path) -> Path:
+    """A minimal Stanford Cars copy under ``root`` (four tiny photos and the devkit annotations);
+    returns ``--source``."""
+    source = root / "stanford_cars"
+    fields = (*FIELDS[:4], "class", "fname")
+    annotations = np.zeros((1, 4), dtype=[(f, "O") for f in fields])
+    for k in range(4):
+        fname = f"{k + 1:05d}.jpg"
+        write_example_image(source / "cars_train" / fname, seed=k, size=(30, 20))
+        annotations[0, k] = (2 + k, 3, 20 + k, 15, k % 2 + 1, fname)
+    (source / "devkit").mkdir(parents=True)
+    scipy.io.savemat(source / "devkit" / SUBSETS[0][0][0], {"annotations": annotations})
+    return source

@@ -23,6 +23,7 @@ from betavae.data.recipes.base import (
     require_folder,
     scan_folder,
     select_items,
+    write_example_image,
 )
 
 HELP = "cat faces: a flat folder, or the Cat Dataset (CAT_00…/ + .jpg.cat landmarks → face crops)"
@@ -96,3 +97,15 @@ def face_square(points: np.ndarray) -> tuple[float, float, float]:
     if side <= 0:
         raise ValueError("all landmarks at one point")
     return float(center[0]), float(center[1]), side
+
+
+def write_example(root: Path) -> Path:
+    """A minimal Cat Dataset under ``root`` (four tiny photos with landmark files); returns
+    ``--source``."""
+    source = root / "cats"
+    points = [(8, 8), (16, 8), (12, 14), (6, 4), (7, 2), (9, 3), (15, 3), (17, 2), (18, 4)]
+    for k in range(4):
+        photo = write_example_image(source / f"CAT_0{k % 2}" / f"{k:08d}_000.jpg", seed=k)
+        landmarks = " ".join(f"{x + k} {y}" for x, y in points)
+        Path(f"{photo}{LANDMARK_SUFFIX}").write_text(f"{LANDMARK_COUNT} {landmarks} ")
+    return source

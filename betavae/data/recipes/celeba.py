@@ -41,6 +41,7 @@ from betavae.data.recipes.base import (
     scan_folder,
     select_items,
     subfolders,
+    write_example_image,
 )
 
 HELP = "CelebA: img_align_celeba/ (+ list_eval_partition, list_attr_celeba) in a folder or zip"
@@ -256,3 +257,17 @@ def parse_attributes(text: str) -> tuple[tuple[str, ...], dict[str, np.ndarray]]
                 f"(1 or -1), found {exc}"
             ) from None
     return tuple(names), values
+
+
+def write_example(root: Path) -> Path:
+    """A minimal CelebA folder under ``root`` (four tiny faces, partition and two attributes);
+    returns ``--source``."""
+    source = root / "celeba"
+    names = [f"{k:06d}.jpg" for k in range(1, 5)]
+    for k, name in enumerate(names):
+        write_example_image(source / IMAGE_FOLDER / name, seed=k, size=(18, 22))
+    partition = [f"{name} {p}" for name, p in zip(names, (0, 0, 1, 2))]
+    attributes = [str(len(names)), "Smiling Male", *(f"{n} 1 -1" for n in names)]
+    (source / PARTITION_FILES[0]).write_text("\n".join(partition) + "\n")
+    (source / ATTRIBUTE_FILES[0]).write_text("\n".join(attributes) + "\n")
+    return source

@@ -12,6 +12,7 @@ from betavae.data.recipes.base import (
     require_folder,
     scan_folder,
     select_items,
+    write_example_image,
 )
 
 HELP = "any folder of images (recursive: " + ", ".join(e[1:] for e in IMAGE_EXTENSIONS) + ")"
@@ -30,3 +31,11 @@ def list_items(source: Path, options: dict) -> Listing:
     items = [Item(name=relative_name(p, source), path=str(p)) for p in scan.images]
     items, skipped = select_items(items, options, scan.unused())
     return Listing(items=items, fingerprint=scan.fingerprint(), skipped=skipped)
+
+
+def write_example(root: Path) -> Path:
+    """A minimal source for this recipe under ``root`` (four tiny images); returns ``--source``."""
+    source = root / "images"
+    for k, name in enumerate(["a.png", "b.jpg", "more/c.png", "more/d.jpg"]):
+        write_example_image(source / name, seed=k)
+    return source
