@@ -13,9 +13,17 @@ from betavae.config import ConfigError, load_config
 DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
 
 
+def _write_figures(root: Path) -> None:
+    """The figures a finished training gets, and its run page."""
+    from betavae.evaluation.figure_set import write_run_figures
+    from betavae.run_page import write_run_page
+
+    write_run_figures(root)
+    write_run_page(root)
+
+
 def _train(args: argparse.Namespace) -> int:
     from betavae.distributed import launched_rank
-    from betavae.run_figures import write_run_figures
     from betavae.training import resume, train
 
     if args.resume:
@@ -31,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
     if launched_rank() != 0:
         return 0  # under torchrun, rank 0 alone writes figures
     if not args.no_figures:
-        write_run_figures(paths.root)
+        _write_figures(paths.root)
     print(f"done: {paths.root} (open {paths.index})")
     return 0
 
@@ -68,7 +76,6 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from betavae.run_figures import write_run_figures
     from betavae.training import train, train_or_resume
 
     config = load_config(DEMO_CONFIG, args.set)
@@ -78,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
         paths, done = train_or_resume(config, args.out)
         if done != "trained":
             print(f"{paths.root}: {done} (--overwrite retrains)")
-    write_run_figures(paths.root)
+    _write_figures(paths.root)
     print(f"demo written: open {paths.index}")
     return 0
 

@@ -36,7 +36,11 @@ def image_grid(images01: torch.Tensor | np.ndarray, nrow: int = 8, scale: int = 
         r, c = divmod(i, nrow)
         top, left = _PAD + r * (height + _PAD), _PAD + c * (width + _PAD)
         canvas[top : top + height, left : left + width] = tile
-    image = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    return enlarge(Image.fromarray(canvas[..., 0] if channels == 1 else canvas), scale)
+
+
+def enlarge(image: Image.Image, scale: int) -> Image.Image:
+    """``image`` with every pixel repeated ``scale``× in each direction (nearest neighbour)."""
     return image.resize((image.width * scale, image.height * scale), Image.NEAREST) if scale > 1 else image
 
 
@@ -89,13 +93,14 @@ def save_figure(figure: plt.Figure, path: str | Path) -> Path:
     return Path(path)
 
 
-def reconstruction_pairs(originals01: torch.Tensor, recons01: torch.Tensor, per_row: int = 8) -> Image.Image:
-    """Rows of originals, each followed by a row of their reconstructions."""
+def reconstruction_pairs(originals01: torch.Tensor, recons01: torch.Tensor, per_row: int = 8,
+                         scale: int = 1) -> Image.Image:
+    """Rows of originals, each followed by a row of their reconstructions (enlarged ``scale``×)."""
     per_row = min(per_row, len(originals01))
     rows = []
     for start in range(0, len(originals01), per_row):
         rows += [originals01[start : start + per_row], recons01[start : start + per_row]]
-    return image_grid(torch.cat(rows), nrow=per_row)
+    return image_grid(torch.cat(rows), nrow=per_row, scale=scale)
 
 
 def traversal_images(trained, z_base: torch.Tensor, dims: Sequence[int], values: Sequence[float]) -> torch.Tensor:
@@ -115,26 +120,34 @@ def traversal_grid(
     return with_row_labels(grid, labels or [f"z{d}" for d in dims], trained.image_size + _PAD)
 
 
-def plot_training_curves(run_dir: str | Path, out_path: str | Path) -> Path:
+CURVE_TERMS = (("recon", "reconstruction loss"), ("kl", "KL divergence (nats)"))
+
+
+def training_curves(run_dir: str | Path) -> plt.Figure:
     """Reconstruction loss and KL per step (train, smoothed) and per validation (val)."""
     paths = RunPaths(Path(run_dir))
     train, val = read_csv(paths.train_log), read_csv(paths.val_log)
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for axis, term, title in zip(axes, ("recon", "kl"), ("reconstruction loss", "KL divergence (nats)")):
-        if train:
-            steps = np.array([row["step"] for row in train])
-            values = np.array([row[term] for row in train])
-            axis.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8)
-            axis.plot(steps, smooth(values), color="tab:blue", label="train")
-        if val:
-            axis.plot([r["step"] for r in val], [r[term] for r in val], "o-", color="tab:orange", label="validation")
+    for axis, (term, title) in zip(axes, CURVE_TERMS):
+        plot_log(axis, term, train, val, "tab:blue", "train", "validation", val_colour="tab:orange")
         axis.set(title=title, xlabel="step")
-        if term == "recon" and train and values.min() > 0:
+        if term == "recon" and train and min(row[term] for row in train) > 0:
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    return save_figure(figure, out_path)
+    return figure
+
+
+def plot_log(axis, term: str, train: list[dict], val: list[dict], colour: str, train_label: str, val_label: str,
+             val_colour: str | None = None) -> None:
+    """One term of a run's logs on ``axis``: training raw (faint) and smoothed, validation with markers."""
+    if train:
+        steps, values = [row["step"] for row in train], np.array([row[term] for row in train])
+        axis.plot(steps, values, "-", color=colour, alpha=0.25, linewidth=0.8)
+        axis.plot(steps, smooth(values), "-", color=colour, label=train_label)
+    if val:
+        axis.plot([r["step"] for r in val], [r[term] for r in val], "o--", color=val_colour or colour, label=val_label)
 
 
 def smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
@@ -146,7 +159,7 @@ def smooth(values: np.ndarray, window: int = 25) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def plot_kl_per_dim(kl: np.ndarray, out_path: str | Path, threshold: float = 0.01) -> Path:
+def kl_bars(kl: np.ndarray, threshold: float) -> plt.Figure:
     """Bar chart of the mean KL of each latent dimension; active dimensions (KL > threshold) highlighted."""
     figure, axis = plt.subplots(figsize=(max(5, 0.12 * len(kl) + 2), 3))
     colours = ["tab:orange" if value > threshold else "tab:gray" for value in kl]
@@ -154,4 +167,4 @@ def plot_kl_per_dim(kl: np.ndarray, out_path: str | Path, threshold: float = 0.0
     axis.set(xlabel="latent dimension", ylabel="mean KL (nats)",
              title=f"{int((kl > threshold).sum())} of {len(kl)} dimensions active (KL > {threshold})")
     axis.grid(alpha=0.3, axis="y")
-    return save_figure(figure, out_path)
+    return figure

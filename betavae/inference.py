@@ -14,6 +14,7 @@ from betavae.data.transforms import Normalizer, uint8_to_unit
 from betavae.model import ConvVAE, Posterior, build_model
 from betavae.objectives import kl_per_dim as _kl_per_dim
 from betavae.runs import RunPaths, read_config
+from betavae.sampling import prior_codes
 
 _BATCH = 256
 
@@ -22,8 +23,10 @@ class TrainedModel:
     """A trained β-VAE in eval mode. Images in and out are float ``(N, C, H, W)`` in [0, 1];
     normalisation to the model's input space happens inside."""
 
-    def __init__(self, model: ConvVAE, config: RunConfig, run_dir: Path, device: torch.device):
+    def __init__(self, model: ConvVAE, config: RunConfig, run_dir: Path, device: torch.device,
+                 weights: Path | None = None):
         self.model, self.config, self.run_dir, self.device = model.eval(), config, run_dir, device
+        self.weights = weights  # the checkpoint file the weights came from
         self.normalizer = Normalizer(config.data.normalization, model.in_channels)
         self._data: ImageData | None = None
 
@@ -68,8 +71,8 @@ class TrainedModel:
         return posterior.mean.numpy(), posterior.logvar.numpy()
 
     def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` codes from N(0, I) and their images."""
-        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        """``n`` codes from N(0, I) (:func:`betavae.sampling.prior_codes`) and their images."""
+        z = prior_codes(n, self.latent_dim, seed)
         return z, self.decode(z)
 
     def data(self) -> ImageData:
@@ -95,7 +98,7 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
     while loading. A missing or damaged ``best`` falls back to ``last`` with a warning."""
     paths = RunPaths(Path(run_dir))
     config = read_config(paths.root)
-    tensors = _read_weights(paths, checkpoint)
+    tensors, weights = _read_weights(paths, checkpoint)
     model_tensors = strip_prefix("model", tensors)
     if "encoder.0.0.weight" not in model_tensors:
         raise ValueError(f"the checkpoint of {paths.root} holds no betavae model weights")
@@ -107,18 +110,17 @@ def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.devi
         raise ValueError(f"{paths.config} does not match the weights in its checkpoint (was config.yaml "
                          f"edited?): {'; '.join(problems[:3]) or exc}") from None
     device = torch.device(device)
-    return TrainedModel(model.to(device), config, paths.root, device)
+    return TrainedModel(model.to(device), config, paths.root, device, weights)
 
 
-def _read_weights(paths: RunPaths, checkpoint: str) -> dict[str, torch.Tensor]:
+def _read_weights(paths: RunPaths, checkpoint: str) -> tuple[dict[str, torch.Tensor], Path]:
+    """The tensors of the chosen checkpoint and the file they came from."""
     if checkpoint not in ("best", "last"):
-        return load_checkpoint(Path(checkpoint))[0]
-    if checkpoint == "last":
-        return load_checkpoint(paths.last)[0]
-    if not paths.best.is_file():
-        return load_checkpoint(paths.last)[0]
+        return load_checkpoint(Path(checkpoint))[0], Path(checkpoint)
+    if checkpoint == "last" or not paths.best.is_file():
+        return load_checkpoint(paths.last)[0], paths.last
     try:
-        return load_checkpoint(paths.best)[0]
+        return load_checkpoint(paths.best)[0], paths.best
     except DamagedCheckpointError as exc:
         if not paths.last.is_file():
             raise
@@ -127,14 +129,9 @@ def _read_weights(paths: RunPaths, checkpoint: str) -> dict[str, torch.Tensor]:
         except DamagedCheckpointError as also:
             raise DamagedCheckpointError(f"{exc}; and the fallback: {also}") from None
         warnings.warn(f"{exc}; using {paths.last} instead", stacklevel=3)
-        return tensors
+        return tensors, paths.last
 
 
 def kl_per_dim(trained: TrainedModel, x01: torch.Tensor) -> np.ndarray:
     """Mean KL(q(z_j|x) ‖ N(0, 1)) per latent dimension over the given images."""
     return _kl_per_dim(trained.encode(x01)).numpy()
-
-
-def rank_dimensions(kl: np.ndarray) -> np.ndarray:
-    """Latent dimensions ordered by decreasing mean KL (the most informative first)."""
-    return np.argsort(-np.asarray(kl), kind="stable")

@@ -69,7 +69,38 @@ class RunPaths:
 
     @property
     def figures(self) -> Path:
+        """Every figure of the run: training writes the cheap ones, ``evaluate`` all of them."""
         return self.root / "figures"
+
+    def figure(self, file: str) -> Path:
+        return self.figures / file
+
+    @property
+    def latents(self) -> Path:
+        """The stored ranking of the latent dimensions (:mod:`betavae.latents`)."""
+        return self.root / "latents.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def eval_metrics(self) -> Path:
+        """Every number of the last ``evaluate``, with its settings; its ``headline`` is typed
+        (:class:`betavae.evaluation.headline.Headline`)."""
+        return self.eval / "metrics.json"
+
+    @property
+    def per_image(self) -> Path:
+        return self.eval / "reconstruction_per_image.csv"
+
+    @property
+    def disentanglement(self) -> Path:
+        return self.eval / "disentanglement.json"
+
+    @property
+    def attributes(self) -> Path:
+        return self.eval / "attribute_dimensions.json"
 
     @property
     def index(self) -> Path:
@@ -84,7 +115,7 @@ class RunPaths:
 # config.yaml and nothing outside this list, so it can never wipe a user's data by a typo.
 RUN_ENTRIES = frozenset({
     "config.yaml", "run.json", "metrics", "checkpoints", "figures", "index.html", "eval",
-    "tensorboard", ".lock", "error.txt",
+    "latents.json", "tensorboard", ".lock", "error.txt",
 })
 
 

@@ -1,4 +1,7 @@
-"""Synthetic data from the prior: seeded codes with chosen dimensions fixed or swept."""
+"""Synthetic data from the prior: seeded codes with chosen dimensions fixed or swept.
+
+:func:`prior_codes` is betavae's one draw from the prior: samples, figures, FID samples and the
+explorer's random codes all come from it, so one seed gives the same codes everywhere."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +10,6 @@ import torch
 from PIL import Image
 
 from betavae.data.transforms import unit_to_uint8
-from betavae.figures import image_grid, save_png
 from betavae.fileio import atomic_path, write_json
 
 
@@ -50,6 +52,8 @@ def _check_dim(dim: int, latent_dim: int) -> None:
 
 def write_samples(trained, z: torch.Tensor, out: str | Path, nrow: int = 8) -> Path:
     """Decodes ``z``; writes a grid when ``out`` ends in .png, else a folder of PNGs with a manifest."""
+    from betavae.figures import image_grid, save_png  # matplotlib: only where images are written
+
     out = Path(out)
     images = trained.decode(z)
     if out.suffix.lower() == ".png":

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from betavae.analysis import (
+from betavae.evaluation.dimensions import (
     attribute_correlations,
     attribute_dimensions,
+    mi_heatmap,
     name_dimensions,
     normalized_mi_matrix,
-    plot_mi_heatmap,
 )
+from betavae.figures import figure_png
 
 FACTOR_NAMES = ("shape", "scale", "orientation")
 
@@ -79,8 +80,10 @@ def test_attribute_correlation_is_the_point_biserial_correlation():
     assert np.all(correlations[:, 2] == 0)
 
 
-def test_heatmap_is_written_atomically(tmp_path):
+def test_heatmap_has_a_row_per_factor_and_a_column_per_latent():
     matrix = np.array([[0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
-    path = plot_mi_heatmap(matrix, ["shape", "scale"], tmp_path / "mi.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["mi.png"]
+    figure = mi_heatmap(matrix, ["shape", "scale"])
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_yticklabels()] == ["shape", "scale"]
+    assert len(axes.get_xticks()) == 3
+    assert figure_png(figure)[:8] == b"\x89PNG\r\n\x1a\n"

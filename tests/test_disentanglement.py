@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from betavae.analysis.report import disentanglement_report
+from betavae.evaluation.disentanglement import disentanglement_report
 from betavae.data.base import ImageData
 from betavae.data.groundtruth import GroundTruthData
 from betavae.metrics import (
@@ -286,20 +286,19 @@ def factor_image_data(with_source: bool) -> ImageData:
 
 
 def test_report_on_rendered_data(tmp_path):
-    report = disentanglement_report(read_factors, factor_image_data(True), tmp_path, num_train=300,
+    report = disentanglement_report(read_factors, factor_image_data(True), tmp_path / "report.json", num_train=300,
                                     num_eval=150, batch_size=16, dci_num_train=120)
     assert report["summary"]["mig"] > 0.95 and report["summary"]["dci_disentanglement"] > 0.95
     assert report["summary"]["beta_vae"] > 0.95 and report["summary"]["factor_vae"] == 1.0
     assert [d["factor"] for d in report["dimensions"]] == ["shape", "scale", "position"]
     assert report["beta_vae"]["num_train"] == 300 and report["points"]["seed"] == 0
     assert report["dci"]["num_train"] == 120 and report["dci"]["num_test"] == 150
-    assert json.loads((tmp_path / "disentanglement.json").read_text()) == json.loads(json.dumps(report))
-    assert (tmp_path / "mi_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(report))
 
 
 def test_report_on_stored_images_with_log_variances(tmp_path):
     represent = lambda images: (read_factors(images), np.full((len(images), 3), -3.0))  # noqa: E731
-    report = disentanglement_report(represent, factor_image_data(False), tmp_path, num_train=200,
+    report = disentanglement_report(represent, factor_image_data(False), tmp_path / "report.json", num_train=200,
                                     num_eval=100)
     assert "beta_vae" not in report and "factor_vae" not in report
     assert report["points"]["origin"] == "drawn from the stored images"
@@ -311,7 +310,7 @@ def test_report_needs_factors(tmp_path):
     data = factor_image_data(True)
     data.factors = None
     with pytest.raises(ValueError, match="factors"):
-        disentanglement_report(read_factors, data, tmp_path)
+        disentanglement_report(read_factors, data, tmp_path / "report.json")
 
 
 # --- DCI backends ---------------------------------------------------------------------------------
@@ -380,7 +379,7 @@ def test_other_warnings_pass_through_the_convergence_catcher():
 
 
 def test_report_notes_an_unconverged_classifier_and_lets_no_warning_out(tmp_path, recwarn):
-    report = disentanglement_report(scaled_factors, factor_image_data(True), tmp_path, num_train=300,
+    report = disentanglement_report(scaled_factors, factor_image_data(True), tmp_path / "report.json", num_train=300,
                                     num_eval=150, batch_size=16, dci_num_train=120)
     assert not recwarn.list, [str(w.message) for w in recwarn.list]
     assert report["beta_vae"]["converged"] is False

@@ -1,6 +1,7 @@
 """`betavae evaluate` and `betavae traverse` on a tiny trained run."""
 import argparse
 import csv
+import html
 import json
 import shutil
 
@@ -13,17 +14,15 @@ from torch import nn
 
 from betavae.evaluation import EvalOptions, evaluate_run, run_eval
 from betavae.evaluation.cli import add_parsers
+from betavae.evaluation.figure_set import FIGURES
+from betavae.evaluation.headline import SCORES, read_headline
 from betavae.evaluation.reconstruction import load_folder, load_image
 from betavae.evaluation.sample_quality import parse_reference, reference_indices
 from betavae.inference import load
 from betavae.metrics import psnr, ssim
 from betavae.metrics.fid import FeatureExtractor
+from betavae.runs import RunPaths
 
-EVAL_FILES = [
-    "metrics.json", "reconstruction_per_image.csv", "random_samples.png", "reconstructions_validation.png",
-    "reconstructions_outside_images.png", "kl_per_dimension.png", "traversals_top_dims_from_image.png",
-    "traversals_top_dims_from_prior.png", "traversals_all_dims.png", "traversals_top_dims.gif",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -79,46 +78,51 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     with pytest.warns(UserWarning, match="below 2048"):
         metrics = evaluate_run(run_copy, options, extractor=extractor)
 
-    for name in EVAL_FILES:
-        assert (run_copy / "eval" / name).is_file(), name
-    assert metrics == json.loads((run_copy / "eval" / "metrics.json").read_text())
+    paths = RunPaths(run_copy)
+    for path in (paths.eval_metrics, paths.per_image, paths.disentanglement, paths.latents):
+        assert path.is_file(), path
+    for spec in FIGURES.values():  # every registered figure applies to this run (factors, outside images)
+        assert paths.figure(spec.file).is_file(), spec.file
+    assert metrics == json.loads(paths.eval_metrics.read_text())
+    headline = metrics["headline"]
+    assert read_headline(run_copy).computed() == headline and set(headline) <= set(SCORES)
     n_train, n_val = 192, 64
     assert network.images_seen == n_train + 40
 
     quality = metrics["sample_quality"]
-    assert np.isfinite(metrics["fid"]) and metrics["fid"] > 0 and metrics["fid_n_samples"] == 40
+    assert np.isfinite(headline["fid"]) and headline["fid"] > 0 and headline["fid_n_samples"] == 40
     assert quality["reference"]["n"] == n_train and "all 192 images of the training split" in quality["reference"]["set"]
     assert quality["reference"]["from_cache"] is False and quality["resize_filter"].startswith("bilinear")
     assert quality["weights"] == {"network": "stand-in"} and quality["feature_dim"] == 5
-    assert "caveat" in quality and quality["kid_settings"]["subsets"] == 100 and metrics["kid_std"] >= 0
+    assert "caveat" in quality and quality["kid_settings"]["subsets"] == 100 and headline["kid_std"] >= 0
 
     recon = metrics["reconstruction"]
     assert recon["convention"]["data_range"] == 1.0 and "5 px from the border" in recon["convention"]["ssim"]
-    assert metrics["n_val"] == recon["validation"]["n"] == n_val
-    assert metrics["n_outside"] == 2 and recon["outside"]["skipped"] == {"not an image": 1}
-    assert len(metrics["latents"]["kl_per_dim"]) == 4 and metrics["active_dims"] == len(metrics["latents"]["active_dims"])
+    assert headline["n_val"] == recon["validation"]["n"] == n_val
+    assert headline["n_outside"] == 2 and recon["outside"]["skipped"] == {"not an image": 1}
+    assert len(metrics["latents"]["kl_per_dim"]) == 4 and headline["active_dims"] == len(metrics["latents"]["active_dims"])
 
     # Per-image values are the metrics of the images against their reconstructions from μ.
-    rows = list(csv.DictReader((run_copy / "eval" / "reconstruction_per_image.csv").open()))
+    rows = list(csv.DictReader(paths.per_image.open()))
     assert len(rows) == n_val + 2 and {r["set"] for r in rows} == {"validation", "outside"}
     trained = load(run_copy)
     first = trained.images(np.array([int(rows[0]["item"])]))
     assert float(rows[0]["psnr"]) == pytest.approx(psnr(first, trained.reconstruct(first)).item(), abs=1e-5)
     assert float(rows[0]["ssim"]) == pytest.approx(ssim(first, trained.reconstruct(first)).item(), abs=1e-5)
-    assert metrics["psnr_val"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[:n_val]]), abs=1e-5)
+    assert headline["psnr_val"] == pytest.approx(np.mean([float(r["psnr"]) for r in rows[:n_val]]), abs=1e-5)
 
     # The tiny run is on dSprites-like data: its factors give disentanglement metrics and dim names.
-    assert (run_copy / "eval" / "disentanglement.json").is_file() and (run_copy / "eval" / "mi_heatmap.png").is_file()
     for key in ("mig", "sap", "dci_disentanglement", "beta_vae", "factor_vae"):
-        assert 0.0 <= metrics[key] <= 1.0, key
+        assert 0.0 <= headline[key] <= 1.0, key
     assert len(metrics["disentanglement"]["labels"]) == 4  # one factor name (or "—") per latent dimension
     assert metrics["attributes"] == {"skipped": "the data have no per-image attributes"}
 
-    gif = Image.open(run_copy / "eval" / "traversals_top_dims.gif")
+    gif = Image.open(paths.figure(FIGURES["traversals_gif"].file))
     assert gif.n_frames == 30
-    page = (run_copy / "index.html").read_text()
-    assert all(f"eval/{name}" in page for name in EVAL_FILES if name.endswith((".png", ".gif")))
-    assert "psnr_val" in page and "fid" in page
+    page = paths.index.read_text()
+    for spec in FIGURES.values():  # each figure once, with its caption from the registry
+        assert page.count(f'src="figures/{spec.file}"') == 1 and html.escape(spec.caption) in page, spec.file
+    assert "psnr_val" in page and "FID" in page
 
     # A second evaluation on the same data only computes its own samples.
     with pytest.warns(UserWarning, match="below 2048"):
@@ -126,16 +130,20 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
                                                    progress=False, disentanglement=False), extractor=extractor)
     assert network.images_seen == n_train + 40 + 40
     assert again["sample_quality"]["reference"]["from_cache"] is True
-    assert again["fid"] == pytest.approx(metrics["fid"], rel=1e-9)
-    assert again["n_val"] == 10 and "seeded random subset" in again["reconstruction"]["validation"]["images"]
+    assert again["headline"]["fid"] == pytest.approx(headline["fid"], rel=1e-9)
+    assert again["headline"]["n_val"] == 10 and "seeded random subset" in again["reconstruction"]["validation"]["images"]
     assert again["disentanglement"] == {"skipped": "--no-disentanglement"}
+    # what no longer applies is gone: the outside images' figure, the factor report and its heatmap
+    assert not paths.figure(FIGURES["reconstructions_outside"].file).exists()
+    assert not paths.disentanglement.exists() and not paths.figure(FIGURES["mi_heatmap"].file).exists()
+    assert "mig" not in again["headline"] and "n_outside" not in again["headline"]
 
 
 def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys):
     requested = {}
 
-    def fake_inception(weights, batch_size, device, progress):
-        requested.update(weights=weights, batch_size=batch_size, device=device, progress=progress)
+    def fake_inception(weights, batch_size, device, progress, precision):
+        requested.update(weights=weights, batch_size=batch_size, device=device, progress=progress, precision=precision)
         return FeatureExtractor(StandIn(), "stand-in:2", batch_size, device, progress=progress)
 
     monkeypatch.setattr(run_eval, "inception_extractor", fake_inception)
@@ -145,12 +153,13 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
                      "--fid-weights", str(weights), "--fid-batch-size", "4", "--top-k", "2", "--quiet",
                      "--cache-dir", str(tmp_path / "fidcache"), "--no-disentanglement"])
     assert code == 0 and '"fid"' in capsys.readouterr().out
-    assert requested == {"weights": weights, "batch_size": 4, "device": "cpu", "progress": False}
-    metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
+    assert requested == {"weights": weights, "batch_size": 4, "device": "cpu", "progress": False, "precision": "fp32"}
+    metrics = json.loads(RunPaths(run_copy).eval_metrics.read_text())
     quality = metrics["sample_quality"]
     assert quality["n_samples"] == 5 and quality["reference"]["n"] == 7
     assert "seeded random subset" in quality["reference"]["set"] and list((tmp_path / "fidcache").glob("*.npz"))
-    assert np.isfinite(metrics["fid"]) and np.isfinite(metrics["kid"]) and metrics["n_val"] == 8
+    headline = metrics["headline"]
+    assert np.isfinite(headline["fid"]) and np.isfinite(headline["kid"]) and headline["n_val"] == 8
     assert metrics["latents"]["traversal"]["top_k"] == 2
     assert metrics["disentanglement"] == {"skipped": "--no-disentanglement"}
 
@@ -159,7 +168,7 @@ def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
     monkeypatch.setenv("BETAVAE_FID_WEIGHTS", str(run_copy / "missing.pt"))
     with pytest.raises(FileNotFoundError, match="--no-fid"):
         _cli(["evaluate", str(run_copy), "--quiet"])
-    assert not (run_copy / "eval").exists()
+    assert not RunPaths(run_copy).eval.exists()
 
 
 def test_evaluate_without_fid(run_copy, recwarn, capsys):
@@ -167,9 +176,9 @@ def test_evaluate_without_fid(run_copy, recwarn, capsys):
                  "--dci-points", "50"]) == 0
     assert not recwarn.list, [str(w.message) for w in recwarn.list]  # no library warning escapes
     assert capsys.readouterr().err == ""  # --quiet: no progress bars
-    metrics = json.loads((run_copy / "eval" / "metrics.json").read_text())
-    assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics
-    report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
+    metrics = json.loads(RunPaths(run_copy).eval_metrics.read_text())
+    assert metrics["sample_quality"] == {"skipped": "--no-fid"} and "fid" not in metrics["headline"]
+    report = json.loads(RunPaths(run_copy).disentanglement.read_text())
     assert report["points"]["num_train"] == 200 and report["dci"]["num_train"] == 50
     assert report["beta_vae"]["num_train"] == 200 and report["factor_vae"]["num_eval"] == 100  # min(200, 1000)
     assert report["dci"]["backend"] == "hist"
@@ -178,7 +187,7 @@ def test_evaluate_without_fid(run_copy, recwarn, capsys):
     factors = metrics["disentanglement"]
     assert factors["notes"] == report["notes"] and factors["points"]["dci_backend"] == "hist"
     assert metrics["evaluated"]["options"]["fid_precision"] == "fp32"
-    assert not (run_copy / "eval" / "reconstructions_outside_images.png").exists()
+    assert not RunPaths(run_copy).figure(FIGURES["reconstructions_outside"].file).exists()
 
 
 def test_evaluate_shows_a_progress_bar_for_every_slow_stage(run_copy, capsys):
@@ -189,7 +198,7 @@ def test_evaluate_shows_a_progress_bar_for_every_slow_stage(run_copy, capsys):
                   "DCI (exact gradient boosting)", "BetaVAE score (images)", "FactorVAE score (images)", "figures"):
         assert stage in err, stage
     assert "<" in err and "100%" in err  # tqdm's elapsed<remaining (ETA)
-    report = json.loads((run_copy / "eval" / "disentanglement.json").read_text())
+    report = json.loads(RunPaths(run_copy).disentanglement.read_text())
     assert report["dci"]["backend"] == "exact" and "GradientBoostingClassifier()" in report["dci"]["classifier"]
     assert report["beta_vae"]["num_train"] == 60 and report["mig"]["num_points"] == 200
 
@@ -223,11 +232,11 @@ def test_disentanglement_options(monkeypatch):
         _cli(["evaluate", "some-run", "--disentanglement-lib-counts", "--rendered-points", "100"])
     with pytest.raises(SystemExit):
         _cli(["evaluate", "some-run", "--dci-backend", "lightgbm"])
-    with pytest.raises(ValueError, match="hist, exact"):
-        evaluate_run("some-run", EvalOptions(dci_backend="lightgbm"))
+    with pytest.raises(ValueError, match="hist.*exact"):
+        EvalOptions(dci_backend="lightgbm")
 
 
-def test_fid_precision_is_passed_only_when_not_fp32(monkeypatch):
+def test_fid_precision_reaches_the_inception_network(monkeypatch):
     assert _parsed_options(monkeypatch, []).fid_precision == "fp32"
     assert _parsed_options(monkeypatch, ["--fid-precision", "bf16"]).fid_precision == "bf16"
     calls = []
@@ -236,22 +245,19 @@ def test_fid_precision_is_passed_only_when_not_fp32(monkeypatch):
         calls.append(precision)
         raise RuntimeError("stop here")
 
-    def without_precision(weights, batch_size, device, progress):
-        calls.append("no argument")
-        raise RuntimeError("stop here")
-
     monkeypatch.setattr(run_eval, "inception_extractor", with_precision)
     for precision in ("fp32", "bf16"):
         with pytest.raises(RuntimeError, match="stop here"):
             evaluate_run("some-run", EvalOptions(fid_precision=precision))
     assert calls == ["fp32", "bf16"]
-    monkeypatch.setattr(run_eval, "inception_extractor", without_precision)
-    with pytest.raises(RuntimeError, match="stop here"):
-        evaluate_run("some-run", EvalOptions())
-    with pytest.raises(ValueError, match="fp32 only"):
-        evaluate_run("some-run", EvalOptions(fid_precision="bf16"))
-    with pytest.raises(ValueError, match="fp32, bf16"):
-        evaluate_run("some-run", EvalOptions(fid_precision="fp16"))
+    with pytest.raises(ValueError, match="fp32.*bf16"):
+        EvalOptions(fid_precision="fp16")
+
+
+def test_cli_option_errors_name_the_flag(monkeypatch):
+    for argv, flag in ((["--steps", "1"], "--steps"), (["--index", "-1"], "--index"), (["--seed", "-2"], "--seed")):
+        with pytest.raises(ValueError, match=flag):
+            _parsed_options(monkeypatch, argv)
 
 
 def test_traverse_an_image_file(run_copy, outside_folder, tmp_path, capsys):

@@ -17,11 +17,12 @@ from PIL import Image
 from betavae.explorer.app import create_app
 from betavae.explorer.cli import add_parser, run_explorer
 from betavae.explorer.state import MAX_UPLOAD_BYTES, load_models, read_labels
+from betavae.runs import RunPaths
 
 
 @pytest.fixture(scope="module")
 def models(tiny_run):
-    return load_models([tiny_run, tiny_run], kl_images=64)
+    return load_models([tiny_run, tiny_run])
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +199,14 @@ def test_page_is_self_contained(client):
     assert re.search(r"<script[^>]*\bsrc=|<link", page) is None
 
 
-def test_labels_come_from_the_first_labels_file(tmp_path):
+def test_labels_come_from_the_disentanglement_report(tmp_path):
     assert read_labels(tmp_path) == {}
-    (tmp_path / "disentanglement.json").write_text(json.dumps({"dimensions": [{"dim": 1, "label": "scale"}]}))
+    report = RunPaths(tmp_path).disentanglement
+    report.parent.mkdir()
+    report.write_text("{not json")
+    assert read_labels(tmp_path) == {}
+    report.write_text(json.dumps({"dimensions": [{"dim": 1, "label": "scale"}, {"dim": 2}]}))
     assert read_labels(tmp_path) == {1: "scale"}
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "dimension_labels.json").write_text(json.dumps({"dimensions": [{"dim": 0, "label": "x"}]}))
-    assert read_labels(tmp_path) == {0: "x"}
 
 
 def test_cli_defaults_bind_localhost_and_a_missing_run_is_an_error(tmp_path):

@@ -46,7 +46,7 @@ def _wait_until_healthy(url: str, deadline_s: float = 20.0) -> None:
 @pytest.fixture(scope="module")
 def server_url(tiny_run):
     """The real app under uvicorn on a free local port, serving the tiny run twice (ids 0 and 1)."""
-    app = create_app(load_models([tiny_run, tiny_run], kl_images=64), top_k=2)
+    app = create_app(load_models([tiny_run, tiny_run]), top_k=2)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

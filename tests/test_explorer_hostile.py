@@ -34,7 +34,7 @@ HUGE_CHUNKS = 800 * 16  # 800 MB in 64 KB chunks
 
 @pytest.fixture(scope="module")
 def models(tiny_run):
-    return load_models([tiny_run], kl_images=64)
+    return load_models([tiny_run])
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,17 @@
-"""Evaluation-only figures: labelled traversal sheets, an image's traversal strip, an animated GIF.
+"""Latent figures: labelled traversal sheets, an image's traversal strip, an animated GIF.
 
 Grids, labels and PNG writing come from :mod:`betavae.figures`.
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from betavae.figures import image_grid, traversal_grid, traversal_images, with_row_labels
-from betavae.fileio import atomic_path
+from betavae.figures import enlarge, image_grid, traversal_grid, traversal_images, with_row_labels
 
 _PAD = 2  # the gap image_grid leaves between tiles
 
@@ -23,8 +22,7 @@ def traversal_sheet(trained, z_base: torch.Tensor, dims: Sequence[int], values: 
     one column per value, enlarged ``scale``×."""
     factor_labels = factor_labels or {}
     labels = [f"z{d} {kl[d]:.2f}" + (f"\n{factor_labels[d]}" if d in factor_labels else "") for d in dims]
-    grid = traversal_grid(trained, z_base, list(dims), list(values), labels=labels)
-    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    return enlarge(traversal_grid(trained, z_base, list(dims), list(values), labels=labels), scale)
 
 
 def image_traversal(trained, x01: torch.Tensor, dims: Sequence[int], values: Sequence[float],
@@ -34,21 +32,17 @@ def image_traversal(trained, x01: torch.Tensor, dims: Sequence[int], values: Seq
     swept = traversal_images(trained, z, list(dims), list(values))
     rows = [torch.cat([x01[:1], swept[r * len(values):(r + 1) * len(values)]]) for r in range(len(dims))]
     grid = image_grid(torch.cat(rows), nrow=len(values) + 1)
-    labelled = with_row_labels(grid, [f"z{d}" for d in dims], trained.image_size + _PAD)
-    return labelled.resize((labelled.width * scale, labelled.height * scale), Image.NEAREST)
+    return enlarge(with_row_labels(grid, [f"z{d}" for d in dims], trained.image_size + _PAD), scale)
 
 
 def traversal_gif(trained, z_base: torch.Tensor, dims: Sequence[int], low: float, high: float,
-                  path: str | Path, frames: int = 16, scale: int = 3, frame_ms: int = 120) -> Path:
+                  frames: int = 16, scale: int = 3, frame_ms: int = 120) -> bytes:
     """Animated GIF: the top ``dims`` side by side, each swept low → high → low in ``frames`` steps."""
     values = np.linspace(low, high, frames)
     sweep = np.concatenate([values, values[-2:0:-1]])  # there and back, endpoints once
     tiles = traversal_images(trained, z_base, list(dims), list(sweep))  # (dims·steps, C, H, W)
     tiles = tiles.reshape(len(dims), len(sweep), *tiles.shape[1:])
-    images = []
-    for step in range(len(sweep)):
-        frame = image_grid(tiles[:, step], nrow=len(dims))
-        images.append(frame.resize((frame.width * scale, frame.height * scale), Image.NEAREST))
-    with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
-    return Path(path)
+    images = [image_grid(tiles[:, step], nrow=len(dims), scale=scale) for step in range(len(sweep))]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    return buffer.getvalue()

@@ -3,18 +3,18 @@ and the dimensions most associated with each attribute on data with per-image at
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from betavae.analysis import attribute_dimensions, disentanglement_report
 from betavae.data.transforms import uint8_to_unit
+from betavae.evaluation.dimensions import attribute_dimensions
+from betavae.evaluation.disentanglement import disentanglement_report
 from betavae.fileio import write_json
 from betavae.inference import TrainedModel
 from betavae.metrics.disentanglement import progress_bar
+from betavae.runs import RunPaths
 
-ATTRIBUTE_FILE = "attribute_dimensions.json"
 ENCODE_BATCH = 2048
 ENCODER_BATCH = 256  # images per encoder call for the metrics (measured: metric_represent)
 # Default cap on the BetaVAE/FactorVAE scores' points: each renders and encodes 64 or 128 images,
@@ -45,7 +45,7 @@ def metric_represent(trained: TrainedModel) -> Callable[[np.ndarray], tuple[np.n
     return represent
 
 
-def factor_analysis(trained: TrainedModel, out: Path, points: int, dci_points: int, seed: int,
+def factor_analysis(trained: TrainedModel, paths: RunPaths, points: int, dci_points: int, seed: int,
                     dci_backend: str = "hist", progress: bool = False,
                     rendered_points: int | None = None) -> dict | None:
     """disentanglement_lib's metrics and per-dimension factor names, or None without factors.
@@ -58,7 +58,7 @@ def factor_analysis(trained: TrainedModel, out: Path, points: int, dci_points: i
     if data.factors is None:
         return None
     rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
-    report = disentanglement_report(metric_represent(trained), data, out, rng_seed=seed, num_train=points,
+    report = disentanglement_report(metric_represent(trained), data, paths.disentanglement, rng_seed=seed, num_train=points,
                                     num_eval=max(points // 2, 1), dci_num_train=min(dci_points, points),
                                     dci_backend=dci_backend, progress=progress,
                                     rendered_num_train=rendered_points,
@@ -69,11 +69,10 @@ def factor_analysis(trained: TrainedModel, out: Path, points: int, dci_points: i
                        "dci_num_train": report["dci"]["num_train"], "dci_backend": dci_backend,
                        **({"rendered_num_train": rendered_points, "rendered_num_eval": max(rendered_points // 2, 1)}
                           if data.source is not None else {})},
-            "seconds": report["seconds"],
-            "file": "eval/disentanglement.json", "heatmap": "eval/mi_heatmap.png"}
+            "seconds": report["seconds"], "file": _relative(paths, paths.disentanglement)}
 
 
-def attribute_analysis(trained: TrainedModel, out: Path, rows: np.ndarray, top_k: int = 3,
+def attribute_analysis(trained: TrainedModel, paths: RunPaths, rows: np.ndarray, top_k: int = 3,
                        progress: bool = False) -> dict | None:
     """The ``top_k`` dimensions most correlated with each per-image attribute, or None without attributes."""
     config = trained.config.data
@@ -97,5 +96,10 @@ def attribute_analysis(trained: TrainedModel, out: Path, rows: np.ndarray, top_k
     result = attribute_dimensions(codes, values[rows][:, binary], [names[k] for k in binary], top_k=top_k)
     report = {"method": "absolute point-biserial correlation of the encoder mean with the attribute",
               "images": int(len(rows)), "attributes": result}
-    write_json(out / ATTRIBUTE_FILE, report)
-    return {"file": f"eval/{ATTRIBUTE_FILE}", "top_dims": {name: [e["dim"] for e in entries] for name, entries in result.items()}}
+    write_json(paths.attributes, report)
+    return {"file": _relative(paths, paths.attributes),
+            "top_dims": {name: [e["dim"] for e in entries] for name, entries in result.items()}}
+
+
+def _relative(paths: RunPaths, path) -> str:
+    return path.relative_to(paths.root).as_posix()

@@ -8,7 +8,7 @@ resized to the model's size (bilinear, antialiased), centre crop.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +19,36 @@ from PIL import Image
 from betavae.data import imageio
 from betavae.data.recipes.base import IMAGE_EXTENSIONS
 from betavae.data.transforms import uint8_to_unit
+from betavae.evaluation.scores import Score
 from betavae.metrics.image import SSIM_CONVENTION, psnr, ssim
-from betavae.objectives import kl_per_dim
 
 _BATCH = 256
+
+
+@dataclass(frozen=True)
+class ImageMetric:
+    """A full-reference metric computed per image (float ``(N, C, H, W)`` in [0, 1], data range 1)."""
+
+    per_image: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    label: str
+    description: str
+    digits: int
+
+
+# Every per-image metric of ``evaluate``: a column of the per-image CSV, a mean ± std in
+# metrics.json and the headline scores ``<name>_val`` (and ``<name>_outside``).
+IMAGE_METRICS: dict[str, ImageMetric] = {
+    "psnr": ImageMetric(psnr, "PSNR (dB)", "peak signal-to-noise ratio of reconstructions from μ", 2),
+    "ssim": ImageMetric(ssim, "SSIM", "structural similarity of reconstructions from μ", 3),
+}
+IMAGE_SETS = {"val": "validation images", "outside": "outside images (evaluate --images)"}
+
+
+def image_scores() -> list[Score]:
+    """The headline scores of :data:`IMAGE_METRICS` on each image set, and each set's image count."""
+    scores = [Score(f"{name}_{short}", metric.label, f"mean {metric.description} on the {where}", better=1,
+                    digits=metric.digits) for short, where in IMAGE_SETS.items() for name, metric in IMAGE_METRICS.items()]
+    return scores + [Score(f"n_{short}", "n", f"number of {where} scored", integer=True) for short, where in IMAGE_SETS.items()]
 CONVENTION = {
     "images": "float in [0, 1]: data mapped back from the model's normalisation, reconstructions clamped",
     "reconstruction": "decoder(mu), the posterior mean (no sampling)",
@@ -68,18 +94,15 @@ def load_folder(folder: str | Path, size: int, channels: int, max_images: int | 
     return ImageFolder(np.stack(arrays), names, dict(skipped))
 
 
-def reconstruction_scores(trained, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-image PSNR and SSIM (data range 1) of each [0, 1] image batch against its reconstruction
-    from μ, and the mean KL per latent dimension over all the images (one encoding pass)."""
-    psnrs, ssims, kl_sum, count = [], [], np.zeros(trained.latent_dim), 0
+def reconstruction_scores(trained, batches: Iterable[torch.Tensor]) -> dict[str, np.ndarray]:
+    """Every :data:`IMAGE_METRICS` value per image of each [0, 1] image batch against its
+    reconstruction from μ."""
+    values: dict[str, list[np.ndarray]] = {name: [] for name in IMAGE_METRICS}
     for x01 in batches:
-        posterior = trained.encode(x01)
-        recon = trained.decode(posterior.mean)
-        psnrs.append(psnr(x01, recon).numpy())
-        ssims.append(ssim(x01, recon).numpy())
-        kl_sum += kl_per_dim(posterior).numpy() * len(x01)
-        count += len(x01)
-    return np.concatenate(psnrs), np.concatenate(ssims), kl_sum / count
+        recon = trained.reconstruct(x01)
+        for name, metric in IMAGE_METRICS.items():
+            values[name].append(metric.per_image(x01, recon).numpy())
+    return {name: np.concatenate(parts) for name, parts in values.items()}
 
 
 def uint8_chunks(images: np.ndarray, batch_size: int = _BATCH) -> Iterable[torch.Tensor]:

@@ -10,7 +10,8 @@ from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.figures import image_traversal
 from betavae.evaluation.reconstruction import load_image
 from betavae.figures import save_png
-from betavae.inference import kl_per_dim, load, rank_dimensions
+from betavae.inference import load
+from betavae.latents import latent_ranking
 
 DEFAULT_TOP_K = 8
 
@@ -32,7 +33,7 @@ def write_traversal(run_dir: str | Path, out: str | Path, image: str | Path | No
                     checkpoint: str = "best", scale: int = 2) -> tuple[Path, list[int]]:
     """Writes the traversal strip of ``image`` (or validation image ``index``); returns its path and the dims.
 
-    Without ``dims`` the 8 dimensions of highest mean KL on (up to 2,048) validation images are swept.
+    Without ``dims`` the run's 8 top dimensions (its stored ranking, :mod:`betavae.latents`) are swept.
     """
     if steps < 2:
         raise ValueError(f"--steps must be at least 2, got {steps}")
@@ -48,8 +49,7 @@ def write_traversal(run_dir: str | Path, out: str | Path, image: str | Path | No
             raise ValueError(f"--index {index} is not a validation image (0..{len(val) - 1})")
         x01 = trained.images(val[[index]])
     if dims is None:
-        kl = kl_per_dim(trained, trained.images(np.sort(trained.data().val_indices)[:2048]))
-        chosen = [int(d) for d in rank_dimensions(kl)[:DEFAULT_TOP_K]]
+        chosen = latent_ranking(trained).top(DEFAULT_TOP_K)
     else:
         chosen = parse_dims(dims, trained.latent_dim)
     strip = image_traversal(trained, x01, chosen, np.linspace(low, high, steps), scale=scale)

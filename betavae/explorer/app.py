@@ -27,6 +27,7 @@ from betavae.explorer.state import (
     read_upload,
     traversal_strip,
 )
+from betavae.sampling import prior_codes
 
 _MAX_DIMS = 4096
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -128,8 +129,7 @@ def create_app(models: list[ExplorerModel], top_k: int = 10, allow_hosts: Iterab
     @app.get("/api/models/{model_id}/prior")
     def prior(model_id: int, seed: int = 0) -> dict:
         model = model_at(model_id)
-        generator = torch.Generator().manual_seed(seed % 2**63)
-        return {"z": torch.randn(model.trained.latent_dim, generator=generator).tolist()}
+        return {"z": prior_codes(1, model.trained.latent_dim, seed % 2**63)[0].tolist()}
 
     @app.get("/api/models/{model_id}/validation/{position}")
     def validation(model_id: int, position: int) -> dict:

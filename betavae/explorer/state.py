@@ -20,7 +20,9 @@ from PIL import Image
 from betavae.data import imageio
 from betavae.data.transforms import uint8_to_unit, unit_to_uint8
 from betavae.figures import image_grid, image_png, traversal_images
-from betavae.inference import TrainedModel, kl_per_dim, load, rank_dimensions
+from betavae.inference import TrainedModel, load
+from betavae.latents import latent_ranking
+from betavae.runs import RunPaths
 from betavae.sampling import prior_codes, write_samples
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -28,8 +30,6 @@ MAX_UPLOAD_PIXELS = 4096 * 4096
 LATENT_BOUND = 10.0
 MAX_EXPORT = 1000
 MAX_TRAVERSAL_STEPS = 15
-KL_IMAGES = 1000
-LABEL_FILES = ("eval/dimension_labels.json", "eval/disentanglement.json", "disentanglement.json")
 
 
 class RequestError(ValueError):
@@ -42,7 +42,7 @@ class RequestError(ValueError):
 
 @dataclass
 class ExplorerModel:
-    """One served run: the model, its dimensions ranked by validation KL, and optional labels."""
+    """One served run: the model, its stored dimension ranking (:mod:`betavae.latents`), and optional labels."""
 
     id: int
     name: str
@@ -64,30 +64,25 @@ class ExplorerModel:
         }
 
 
-def load_models(run_dirs: list[Path], checkpoint: str = "best", kl_images: int = KL_IMAGES) -> list[ExplorerModel]:
-    """Loads each run and ranks its dimensions by mean KL over (up to ``kl_images``) validation images."""
+def load_models(run_dirs: list[Path], checkpoint: str = "best") -> list[ExplorerModel]:
+    """Loads each run with the ranking of its dimensions that every view of the run shows."""
     models = []
     for index, run_dir in enumerate(run_dirs):
         trained = load(run_dir, checkpoint)
-        val = trained.data().val_indices[:kl_images]
-        kl = kl_per_dim(trained, trained.images(val))
-        models.append(ExplorerModel(index, Path(run_dir).resolve().name, trained, kl, rank_dimensions(kl),
-                                    read_labels(Path(run_dir))))
+        ranking = latent_ranking(trained)
+        models.append(ExplorerModel(index, Path(run_dir).resolve().name, trained, ranking.kl,
+                                    np.asarray(ranking.order), read_labels(Path(run_dir))))
     return models
 
 
 def read_labels(run_dir: Path) -> dict[int, str]:
-    """Dimension labels from the first of :data:`LABEL_FILES` that has a ``dimensions`` list; {} if none."""
-    for name in LABEL_FILES:
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8")).get("dimensions", [])
-            return {int(e["dim"]): str(e["label"]) for e in entries if "dim" in e and "label" in e}
-        except (ValueError, AttributeError, TypeError):
-            continue
-    return {}
+    """The factor each dimension captures, from the run's disentanglement report; {} without one."""
+    path = RunPaths(run_dir).disentanglement
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("dimensions", [])
+        return {int(e["dim"]): str(e["label"]) for e in entries if "dim" in e and "label" in e}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def check_latent(values: list[float], latent_dim: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Naming latent dimensions: which factor (or binary attribute) each latent of a model captures.
 
 * :func:`normalized_mi_matrix` — factor × latent mutual information divided by the factor's
-  entropy (the discretisation of MIG), in [0, 1]; :func:`plot_mi_heatmap` draws it.
+  entropy (the discretisation of MIG), in [0, 1]; :func:`mi_heatmap` draws it.
 * :func:`name_dimensions` — per latent, the factor it captures most, to label traversal rows.
 * :func:`attribute_dimensions` — for ±1 attributes (CelebA's ``list_attr_celeba.txt``), the latents
   most correlated with each attribute (absolute point-biserial correlation).
@@ -9,12 +9,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from betavae.fileio import atomic_path
 from betavae.metrics.disentanglement import NUM_BINS, factor_entropies, mutual_info_matrix
 
 
@@ -41,9 +39,9 @@ def name_dimensions(normalized_mi: np.ndarray, factor_names: Sequence[str],
     return names
 
 
-def plot_mi_heatmap(normalized_mi: np.ndarray, factor_names: Sequence[str], path: str | Path,
-                    title: str = "MI(factor; latent) / H(factor)") -> Path:
-    """Saves the factor × latent matrix as a PNG heatmap (written atomically); returns the path."""
+def mi_heatmap(normalized_mi: np.ndarray, factor_names: Sequence[str],
+               title: str = "MI(factor; latent) / H(factor)") -> Figure:
+    """The factor × latent matrix as a heatmap figure."""
     num_factors, num_dims = normalized_mi.shape
     figure = Figure(figsize=(max(4.0, 0.35 * num_dims + 2.5), max(2.0, 0.45 * num_factors + 1.2)))
     axes = figure.add_subplot()
@@ -54,10 +52,7 @@ def plot_mi_heatmap(normalized_mi: np.ndarray, factor_names: Sequence[str], path
     axes.set_title(title)
     figure.colorbar(image, ax=axes)
     figure.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    return path
+    return figure
 
 
 def attribute_correlations(codes: np.ndarray, attributes: np.ndarray) -> np.ndarray:
