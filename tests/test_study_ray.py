@@ -13,6 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from betavae.runs import RunPaths
 from betavae.study.folder import StudyPaths, read_state
 from betavae.study.runner import run_study
 
@@ -65,11 +66,11 @@ def test_cells_run_on_ray_into_one_run_folder_each(first_run):
         "dsprites_beta1": "finished", "broken_beta1": "failed", "dsprites_beta4": "finished"}
     for name in ("dsprites_beta1", "dsprites_beta4"):
         run = StudyPaths(out).cell(name)
-        metrics = json.loads((run / "eval" / "metrics.json").read_text())
-        assert metrics["n_val"] == 32 and metrics["n_outside"] == 3 and "mig" in metrics
+        headline = json.loads(RunPaths(run).eval_metrics.read_text())["headline"]
+        assert headline["n_val"] == 32 and headline["n_outside"] == 3 and "mig" in headline
         assert yaml.safe_load((run / "config.yaml").read_text())["train"]["progress"] is False
         assert cells[name]["attempts"] == 1 and cells[name]["error"] is None
-        assert cells[name]["headline"] == {"psnr_val": metrics["psnr_val"], "ssim_val": metrics["ssim_val"]}
+        assert cells[name]["headline"] == headline
     assert read_state(out)["cells"] == cells
     assert (out / "study.yaml").read_text() == (out.parent / "study.yaml").read_text()
 

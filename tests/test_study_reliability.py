@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from betavae.checkpoint import load_checkpoint
+from betavae.runs import RunPaths
 from betavae.study.folder import StudyPaths, read_state
 from betavae.study.runner import CellTerminated, _record_failure
 
@@ -216,7 +217,7 @@ def test_sigterm_stops_cells_at_a_checkpoint_and_a_rerun_finishes_them(tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     cell = read_state(out)["cells"]["dsprites_beta1"]
     assert cell["state"] == "finished" and cell["attempts"] == 1
-    assert _json(info)["status"] == "finished" and (run / "eval" / "metrics.json").is_file()
+    assert _json(info)["status"] == "finished" and RunPaths(run).eval_metrics.is_file()
     assert _train_steps(run) == list(range(1, max_steps + 1))
 
 
@@ -246,9 +247,9 @@ def test_stopping_asks_every_cell_first_then_forces_the_ones_still_running(tmp_p
     from betavae.study.runner import _stop_cells
 
     paths = StudyPaths(tmp_path)
-    done = paths.cell("done") / "eval"
-    done.mkdir(parents=True)
-    (done / "metrics.json").write_text(json.dumps({"psnr_val": 20.0, "ssim_val": 0.5}))
+    done = RunPaths(paths.cell("done")).eval_metrics
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"headline": {"psnr_val": 20.0, "ssim_val": 0.5}}))
     names = ["done", "checkpointed", "stuck", "between-attempts", "earlier"]
     state = {"cells": {name: {"name": name, "state": "training", "error": None} for name in names}}
     state["cells"]["between-attempts"]["state"] = "retrying"  # failed, not yet resubmitted

@@ -14,13 +14,16 @@ from PIL import Image
 from torch import nn
 
 from betavae.config import validate_config
+from betavae.evaluation.headline import SCORES, Headline
 from betavae.evaluation.run_eval import EvalOptions, evaluate_run
 from betavae.metrics.fid import FeatureExtractor
+from betavae.runs import RunPaths
 from betavae.study.article import article_numbers
 from betavae.study.findings import (
     FAILS,
     HOLDS,
     PARTLY,
+    RANKED,
     UNCHECKED,
     CellResult,
     architecture_hurts_batik,
@@ -38,7 +41,7 @@ from betavae.study.spec import load_study
 from betavae.training import train
 
 SECTIONS = ["overview", "table2", "table3", "table4", "disentanglement", "findings", "fig9", "fig10",
-            "samples", "traversals", "kl"]
+            "samples", "traversals", "kl_per_dim"]
 FACTOR_CELL = "dsprites_beta10"  # the one cell evaluated with disentanglement metrics (DCI takes ~15 s a cell)
 FAILED_ERROR = "RuntimeError: loss diverged <nan> & stopped"
 STUDY = {
@@ -130,7 +133,7 @@ def study(tmp_path_factory):
 
 
 def _metrics(paths, name):
-    return json.loads((paths.cell(name) / "eval" / "metrics.json").read_text())
+    return json.loads(RunPaths(paths.cell(name)).eval_metrics.read_text())
 
 
 def _rows(page, table, column, value):
@@ -195,9 +198,10 @@ def test_the_articles_celeba_numbers_sit_only_in_the_shapes_rows(study):
 def test_table3_shows_fid_kid_and_sample_counts(study):
     paths, _, _, page = study
     (row,) = [r for r in _rows(page, "table3_sample_quality", "dataset", "dsprites") if r["β"] == "100"]
-    metrics = _metrics(paths, "dsprites_beta100")
-    assert row["FID"] == f"{metrics['fid']:.1f}" and row["KID"] == f"{metrics['kid']:.4f} ± {metrics['kid_std']:.4f}"
+    headline = _metrics(paths, "dsprites_beta100")["headline"]
+    assert row["FID"] == f"{headline['fid']:.2f}" and row["KID"] == f"{headline['kid']:.4f} ± {headline['kid_std']:.4f}"
     assert (row["N samples"], row["N reference"]) == ("32", "32")
+    assert "KID std" not in row  # shown beside KID
 
 
 def test_table4_lists_the_extra_cell(study):
@@ -213,7 +217,8 @@ def test_disentanglement_table_holds_the_factor_scores(study):
     paths, _, _, page = study
     (row,) = page.tables["disentanglement"]["rows"]
     columns = page.tables["disentanglement"]["columns"][0]
-    assert dict(zip(columns, row))["mig"] == f"{_metrics(paths, FACTOR_CELL)['mig']:.3f}"
+    assert dict(zip(columns, row))["MIG"] == SCORES["mig"].format(_metrics(paths, FACTOR_CELL)["headline"]["mig"])
+    assert columns[:2] == ["dataset", "settings"] and set(columns[2:]) <= {s.label for s in SCORES.values()}
 
 
 def test_failed_cell_is_listed_with_its_error(study):
@@ -247,10 +252,20 @@ def test_findings_table_has_every_finding(study):
 
 # ---------------------------------------------------------------------------------- findings, synthetic
 
-def _cell(dataset, beta, recon=None, state="finished", group="grid", article=None, **metrics):
+def _cell(dataset, beta, recon=None, state="finished", group="grid", article=None, **scores):
     values = {"objective.beta": beta} if not isinstance(beta, dict) else beta
     return CellResult(name=f"{dataset}_{values}", dataset=dataset, values=values, state=state, group=group,
-                      article=article, metrics=metrics, final_val=None if recon is None else {"recon": recon, "kl": 1.0})
+                      article=article, headline=Headline(**scores),
+                      final_val=None if recon is None else {"recon": recon, "kl": 1.0})
+
+
+def test_a_cells_values_are_headline_scores_or_final_validation_terms():
+    cell = _cell("a", 10, 0.5, ssim_val=0.3, fid=12.0)
+    assert (cell.value("ssim_val"), cell.value("fid"), cell.value("mig"), cell.value("recon")) == (0.3, 12.0, None, 0.5)
+    for unknown in ("ssim", "psnr", "kid_mean"):
+        with pytest.raises(KeyError, match="ssim_val"):
+            cell.value(unknown)
+    assert [s.key for s in RANKED] == ["psnr_val", "ssim_val", "fid"]
 
 
 @pytest.mark.parametrize("recons, verdict, evidence", [

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from betavae.config import ConfigError
+from betavae.evaluation.run_eval import EvalOptions
 from betavae.runs import RunPaths, update_info
 from betavae.study.folder import StudyPaths
 from betavae.study.progress import LiveTable, render, table_rows
@@ -106,12 +107,34 @@ def test_demo_study_has_the_papers_shape():
     ({"datasets": {}}, "datasets"),
     ({"resources": {"cpus": 0}}, "resources.cpus"),
     ({"evaluate": {"fid_reference": 0}}, "fid_reference"),
+    ({"evaluate": {"fid_sample": 10}}, "unknown key 'fid_sample'; the evaluate options: checkpoint, max_images"),
+    ({"evaluate": {"device": "cuda"}}, "device and progress are set per cell"),
+    ({"evaluate": {"dci_points": 0}}, "evaluate.dci_points"),
     ({"grids": {}}, "grids"),
     ({"datasets": {"d": {"config": "missing.yaml"}}}, "missing.yaml not found"),
 ])
 def test_invalid_study_files_are_rejected_with_the_reason(tmp_path, fields, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
         load_study(write_study(tmp_path, **fields))
+
+
+def test_the_evaluate_section_is_evaluate_options_with_the_studys_defaults(tmp_path):
+    spec, _ = load_study(write_study(tmp_path, evaluate={"fid_samples": 64, "top_k": 3, "traversal_steps": 5}))
+    options = spec.evaluate.options("cpu")
+    assert isinstance(options, EvalOptions) and (options.device, options.progress) == ("cpu", False)
+    assert (options.fid_samples, options.top_k, options.traversal_steps) == (64, 3, 5)
+    assert (options.kid, options.disentanglement_points, options.dci_points) == (True, 5000, 2000)
+    assert EvalOptions().kid is False  # the command's own defaults are untouched
+    assert set(type(spec.evaluate).model_fields) == set(EvalOptions.model_fields) - {"device", "progress"}
+    assert spec.evaluate.model_validate(_evaluation(spec, spec_cells(spec)[0])).options("cpu") == options
+    spec, _ = load_study(write_study(tmp_path, evaluate={"fid": False}))
+    assert spec.evaluate.options("cpu").kid is False  # KID only with FID
+
+
+def spec_cells(spec):
+    from betavae.study.spec import expand
+
+    return expand(spec, REPO)
 
 
 def test_a_cell_that_cannot_be_built_names_the_cell(tmp_path):
@@ -199,3 +222,28 @@ def test_a_datasets_outside_images_win_over_the_studys_and_must_exist(tmp_path, 
     with pytest.raises(ConfigError, match="outside-image folders not found.*:\n  - b: everyone$"):
         _check_inputs(cells, {c.name: _resolved(c.config) for c in cells}, StudyPaths(tmp_path / "out"))
     assert _evaluation(spec, cells[0])["images"] == str(tmp_path / "photos")
+
+
+def test_live_table_shows_a_finished_cells_headline_through_the_registry():
+    from betavae.study.progress import _result
+
+    entry = {"state": "finished", "headline": {"psnr_val": 21.234, "ssim_val": 0.51234, "n_val": 32}}
+    assert _result(entry) == "PSNR (dB) 21.23  SSIM 0.512"
+    entry["headline"]["fid"] = 123.456
+    assert _result(entry) == "PSNR (dB) 21.23  SSIM 0.512  FID 123.46"
+    assert _result({**entry, "state": "training"}) == ""
+
+
+def test_a_cell_evaluated_by_another_version_is_evaluated_again(tmp_path):
+    import json
+
+    from betavae.study.folder import cell_finished
+
+    paths = RunPaths(tmp_path / "cell")
+    paths.eval_metrics.parent.mkdir(parents=True)
+    update_info(paths, status="finished")
+    assert not cell_finished(paths.root)
+    paths.eval_metrics.write_text(json.dumps({"psnr_val": 20.0}))  # flat keys: an earlier version's
+    assert not cell_finished(paths.root)
+    paths.eval_metrics.write_text(json.dumps({"headline": {"psnr_val": 20.0}}))
+    assert cell_finished(paths.root)

@@ -7,25 +7,33 @@ are checked on the datasets that reproduce them; without such datasets the claim
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from betavae.config import RunConfig
+from betavae.config import ConfigError, RunConfig
+from betavae.evaluation.disentanglement import factor_scores
+from betavae.evaluation.headline import SCORES, Headline, HeadlineError, headline_of
+from betavae.evaluation.reconstruction import IMAGE_METRICS
+from betavae.evaluation.scores import Score
+from betavae.latents import ACTIVE_KL_NATS
+from betavae.runs import RunPaths, read_config, read_csv
 
 BETA = "objective.beta"
 HOLDS, FAILS, PARTLY, UNCHECKED = "holds", "does not hold", "partly", "not checked"
-FACTOR_SCORES = ("beta_vae", "factor_vae", "mig", "sap", "dci_disentanglement", "dci_completeness",
-                 "dci_informativeness")
-# Metrics ranked across cells: (name, +1 when higher is better, label).
-RANKED = (("ssim", 1, "SSIM"), ("psnr", 1, "PSNR"), ("fid", -1, "FID"))
-_METRIC_KEYS = {"ssim": "ssim_val", "psnr": "psnr_val", "fid": "fid", "active_dims": "active_dims", "mig": "mig"}
+FACTOR_SCORES: tuple[Score, ...] = tuple(factor_scores())
+# The scores ranked across cells ("best on every metric", "worst dataset"): the article's, i.e. every
+# per-image metric on the validation images and FID (KID, which the article does not report, is not).
+RANKED: tuple[Score, ...] = tuple(score for score in (*(SCORES[f"{name}_val"] for name in IMAGE_METRICS),
+                                                      SCORES["fid"]) if score.better)
 _VAL_KEYS = ("recon", "kl")  # read from the last validation row
 
 
 @dataclass
 class CellResult:
-    """One study cell as the report sees it: its ``study.json`` entry, config, metrics and last validation row."""
+    """One study cell as the report sees it: its ``study.json`` entry, config, typed headline, the
+    reconstruction summaries (mean ± std per image set) and its last validation row."""
 
     name: str
     dataset: str
@@ -38,22 +46,54 @@ class CellResult:
     error: str | None = None
     run: Path | None = None
     config: RunConfig | None = None
-    metrics: dict | None = None  # eval/metrics.json
+    headline: Headline | None = None  # eval/metrics.json's headline (None: not evaluated by this version)
+    reconstruction: dict | None = None  # eval/metrics.json's reconstruction summaries
     final_val: dict | None = None  # last row of metrics/val.csv
+
+    @classmethod
+    def read(cls, study_root: Path, entry: dict) -> "CellResult":
+        """A cell of ``study.json`` with what its run folder holds (a finished cell's evaluation and
+        last validation row; a config or evaluation written by another version is left out)."""
+        paths = RunPaths(study_root / entry["run"])
+        finished = entry.get("state") == "finished"
+        metrics = json.loads(paths.eval_metrics.read_text()) if finished and paths.eval_metrics.is_file() else {}
+        try:
+            headline = headline_of(metrics, paths.eval_metrics) if metrics else None
+        except HeadlineError:
+            headline = None
+        validation = read_csv(paths.val_log) if finished else []
+        return cls(
+            name=entry["name"], dataset=entry["dataset"], values=entry.get("values", {}),
+            state=entry.get("state", "pending"), group=entry.get("group", "grid"), label=entry.get("label", ""),
+            article=entry.get("article"), describe=entry.get("describe", ""), error=entry.get("error"),
+            run=paths.root, config=_config(paths), headline=headline,
+            reconstruction=metrics.get("reconstruction") if headline else None,
+            final_val=validation[-1] if validation else None,
+        )
 
     @property
     def finished(self) -> bool:
-        return self.state == "finished" and self.metrics is not None
+        return self.state == "finished" and self.headline is not None
 
     @property
     def shown_label(self) -> str:
         return self.label or self.dataset
 
-    def value(self, metric: str) -> float | None:
-        """A number of the cell: ssim, psnr, fid, active_dims, mig (eval) or recon, kl (final validation)."""
-        if metric in _VAL_KEYS:
-            return (self.final_val or {}).get(metric)
-        return (self.metrics or {}).get(_METRIC_KEYS.get(metric, metric))
+    def value(self, key: str) -> float | None:
+        """A number of the cell: a headline score (:data:`SCORES`, e.g. ``ssim_val``, ``fid``, ``mig``) or
+        ``recon``/``kl`` of the final validation row; None when missing, KeyError for an unknown key."""
+        if key in _VAL_KEYS:
+            return (self.final_val or {}).get(key)
+        if key not in SCORES:
+            raise KeyError(f"no cell value {key!r}; the values: {', '.join((*_VAL_KEYS, *SCORES))}")
+        return self.headline.value(key) if self.headline is not None else None
+
+
+def _config(paths: RunPaths) -> RunConfig | None:
+    try:
+        return read_config(paths.root) if paths.config.is_file() else None
+    except ConfigError:  # written by another version of betavae: show the cell without its config
+        return None
 
 
 @dataclass
@@ -94,13 +134,13 @@ def smaller_beta_higher_kl(results: list[CellResult]) -> Finding:
 
 def larger_beta_fewer_active_dims(results: list[CellResult]) -> Finding:
     return _trend_finding("beta_active", "Larger β gives cleaner traversals, showing mostly the dominant colours",
-                          "fewer active latent dimensions (mean KL > 0.01 nats) as β rises", results, [BETA],
+                          f"fewer active latent dimensions (mean KL > {ACTIVE_KL_NATS} nats) as β rises", results, [BETA],
                           "active_dims", -1)
 
 
 def larger_beta_lower_ssim(results: list[CellResult]) -> Finding:
     return _trend_finding("beta_blur", "Larger β gives blurrier images",
-                          "validation SSIM falls as β rises", results, [BETA], "ssim", -1)
+                          "validation SSIM falls as β rises", results, [BETA], "ssim_val", -1)
 
 
 def larger_beta_lower_fid(results: list[CellResult]) -> Finding:
@@ -160,7 +200,7 @@ def disentangle_poorly(results: list[CellResult]) -> Finding:
         return Finding("disentangle", text, proxy, UNCHECKED,
                        "no cell has ground-truth factor scores (the article's datasets have no factor labels)")
     means = {name: _mean(cells, "mig") for name, cells in scored.items()}
-    detail = [f"{name}: MIG {value:.3f}" for name, value in means.items()]
+    detail = [f"{name}: {SCORES['mig'].label} {SCORES['mig'].format(value)}" for name, value in means.items()]
     poor = {r.shown_label for r in results if r.article in ("cars", "batik")} & set(means)
     others = set(means) - poor
     if not poor or not others:
@@ -182,7 +222,7 @@ def architecture_hurts_batik(results: list[CellResult], grid_keys: list[str]) ->
     chosen = [r for r in results if r.dataset in batik] if batik else results
     scope = "datasets reproducing batik" if batik else "general form (no batik in the study): every dataset"
     return _trend_finding("architecture", text, f"validation SSIM falls with batch norm on / a larger latent ({scope})",
-                          chosen, keys, "ssim", -1)
+                          chosen, keys, "ssim_val", -1)
 
 
 def _trend_finding(key: str, text: str, proxy: str, results: list[CellResult], axes: list[str],
@@ -194,7 +234,8 @@ def _trend_finding(key: str, text: str, proxy: str, results: list[CellResult], a
     detail = [line for _, line in outcomes]
     if not checked:
         return Finding(key, text, proxy, UNCHECKED,
-                       f"no dataset has finished grid cells at two or more values of {', '.join(axes)} with {metric}", detail)
+                       f"no dataset has finished grid cells at two or more values of {', '.join(axes)} with {_label(metric)}",
+                       detail)
     datasets = [cells[0].shown_label for _, _, cells in series]
     unit = "datasets" if len(set(datasets)) == len(datasets) else "comparisons"
     return Finding(key, text, proxy, tally(sum(checked), len(checked)), f"{sum(checked)}/{len(checked)} {unit}", detail)
@@ -216,7 +257,7 @@ def _trend(name: str, axis: str, cells: list[CellResult], metric: str, direction
     values = [c.value(metric) for c in cells]
     steps = ", ".join(f"{_axis_label(axis)}={c.values[axis]} → {_number(v)}" for c, v in zip(cells, values))
     if any(v is None for v in values):
-        return None, f"{name}: {steps} (not checked: {metric} missing)"
+        return None, f"{name}: {steps} (not checked: {_label(metric)} missing)"
     ok = all((b - a) * direction > 0 for a, b in zip(values, values[1:]))
     return ok, f"{name}: {steps} ({HOLDS if ok else FAILS})"
 
@@ -224,10 +265,10 @@ def _trend(name: str, axis: str, cells: list[CellResult], metric: str, direction
 def _winners(groups: dict[str, list[CellResult]], best: bool) -> dict[str, str]:
     """Per ranked metric that two or more groups have: the group with the best (or worst) mean."""
     winners = {}
-    for metric, sign, label in RANKED:
-        means = {name: m for name, cells in groups.items() if (m := _mean(cells, metric)) is not None}
+    for score in RANKED:
+        means = {name: m for name, cells in groups.items() if (m := _mean(cells, score.key)) is not None}
         if len(means) >= 2:
-            winners[label] = (max if (sign > 0) == best else min)(means, key=means.get)
+            winners[score.label] = (max if (score.better > 0) == best else min)(means, key=means.get)
     return winners
 
 
@@ -258,6 +299,10 @@ def _by_dataset(results: list[CellResult]) -> dict[str, list[CellResult]]:
 def _mean(cells: list[CellResult], metric: str) -> float | None:
     values = [v for c in cells if (v := c.value(metric)) is not None]
     return sum(values) / len(values) if values else None
+
+
+def _label(metric: str) -> str:
+    return SCORES[metric].label if metric in SCORES else metric
 
 
 def _axis_label(axis: str) -> str:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from betavae.evaluation.headline import HeadlineError, read_headline
 from betavae.fileio import write_json
 from betavae.runs import RunPaths, read_info
 
@@ -64,5 +65,14 @@ def write_state(paths: StudyPaths, state: dict) -> None:
 
 
 def cell_finished(run_dir: Path) -> bool:
-    """True once a cell's training finished and its evaluation was written."""
-    return read_info(RunPaths(run_dir)).get("status") == "finished" and (run_dir / "eval" / "metrics.json").is_file()
+    """True once a cell's training finished and this version's evaluation was written."""
+    return read_info(RunPaths(run_dir)).get("status") == "finished" and cell_evaluated(run_dir)
+
+
+def cell_evaluated(run_dir: Path) -> bool:
+    """True when the cell's ``eval/metrics.json`` holds a headline this version reads (an evaluation
+    written by another version is redone)."""
+    try:
+        return read_headline(run_dir) is not None
+    except HeadlineError:
+        return False

@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from betavae.evaluation.headline import SCORES, Headline
 from betavae.runs import RunPaths, read_info
 from betavae.study.folder import StudyPaths
 
 COLUMNS = ("cell", "state", "try", "progress", "time", "result")
+RESULT_SCORES = ("psnr_val", "ssim_val", "fid")  # a finished cell's headline scores shown (when computed)
 
 
 class LiveTable:
@@ -85,10 +87,8 @@ def _duration(seconds: float | None) -> str:
 def _result(entry: dict) -> str:
     if entry["state"] in ("failed", "retrying"):
         return entry.get("error") or ""
-    headline = entry.get("headline") if entry["state"] == "finished" else None
-    if not headline:
+    if entry["state"] != "finished" or not entry.get("headline"):
         return ""
-    parts = [f"PSNR {headline['psnr_val']:.2f}", f"SSIM {headline['ssim_val']:.3f}"]
-    if "fid" in headline:
-        parts.append(f"FID {headline['fid']:.1f}")
-    return "  ".join(parts)
+    headline = Headline.model_validate(entry["headline"])
+    return "  ".join(f"{SCORES[key].label} {SCORES[key].format(value)}" for key in RESULT_SCORES
+                     if (value := headline.value(key)) is not None)

@@ -7,7 +7,6 @@ import base64
 import csv
 import html
 import io
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -17,14 +16,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from betavae.config import ConfigError, RunConfig  # noqa: E402
-from betavae.figures import figure_png, image_grid, image_png, smooth, with_row_labels  # noqa: E402
+from betavae.evaluation.figure_set import FIGURES  # noqa: E402
+from betavae.evaluation.headline import SCORES  # noqa: E402
+from betavae.evaluation.reconstruction import IMAGE_METRICS  # noqa: E402
+from betavae.evaluation.scores import SAMPLE_QUALITY_SCORES, Score  # noqa: E402
+from betavae.figures import CURVE_TERMS, figure_png, image_grid, image_png, plot_log, with_row_labels  # noqa: E402
 from betavae.fileio import write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
-from betavae.runs import RunPaths, read_config, read_csv  # noqa: E402
+from betavae.runs import RunPaths, read_csv  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
 from betavae.study.findings import FACTOR_SCORES, CellResult, Finding, check_findings  # noqa: E402
 from betavae.study.folder import STATES, StudyPaths, read_state  # noqa: E402
@@ -34,10 +35,11 @@ DASH = "—"
 PSNR_CAVEAT = ("The article does not say on which pixel scale PSNR was computed; PSNR near 29 dB beside SSIM near "
                "0.2 suggests a scale other than [0, 1]. Ours: images mapped back to [0, 1], data range 1, so our "
                "PSNR and the article's are not on the same scale and should not be compared directly.")
-CELL_FIGURES = (("samples", "Random samples", "random_samples.png", "random samples decoded from z ~ N(0, I)"),
-                ("traversals", "Latent traversals", "traversals_top_dims_from_image.png",
-                 "top dimensions by KL traversed from an encoded validation image"),
-                ("kl", "KL per latent dimension", "kl_per_dimension.png", "mean KL per dimension on validation images"))
+# Each cell's figures shown in the report: FIGURES entries (their files and captions) → section titles.
+CELL_FIGURES = {"samples": "Random samples", "traversals": "Latent traversals", "kl_per_dim": "KL per latent dimension"}
+# Table 3's columns: the sample-quality scores, a score's standard deviation (KID std) shown beside its mean.
+SAMPLE_COLUMNS = tuple(s for s in SAMPLE_QUALITY_SCORES if not (s.key.endswith("_std") and s.key[:-4] in SCORES))
+_SUMMARIES = {"val": "validation", "outside": "outside"}  # image set → its section in metrics.json's reconstruction
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}th,td{text-align:left;padding:2px 10px;border-bottom:1px solid #ddd}
 th{background:#f4f4f4}.article{background:#fff6e0}figure{margin:1.2em 0}
@@ -71,29 +73,8 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def collect(root: Path, state: dict) -> list[CellResult]:
-    """Every cell of ``study.json`` with its config, evaluation metrics and last validation row (when present)."""
-    return [_result(root, entry) for entry in state["cells"].values()]
-
-
-def _result(root: Path, entry: dict) -> CellResult:
-    paths = RunPaths(root / entry["run"])
-    finished = entry.get("state") == "finished"
-    metrics_file = paths.root / "eval" / "metrics.json"
-    validation = read_csv(paths.val_log) if finished else []
-    return CellResult(
-        name=entry["name"], dataset=entry["dataset"], values=entry.get("values", {}), state=entry.get("state", "pending"),
-        group=entry.get("group", "grid"), label=entry.get("label", ""), article=entry.get("article"),
-        describe=entry.get("describe", ""), error=entry.get("error"), run=paths.root, config=_config(paths),
-        metrics=json.loads(metrics_file.read_text()) if finished and metrics_file.is_file() else None,
-        final_val=validation[-1] if validation else None,
-    )
-
-
-def _config(paths: RunPaths) -> RunConfig | None:
-    try:
-        return read_config(paths.root) if paths.config.is_file() else None
-    except ConfigError:  # written by another version of betavae: show the cell without its config
-        return None
+    """Every cell of ``study.json`` with its config, headline and last validation row (when present)."""
+    return [CellResult.read(root, entry) for entry in state["cells"].values()]
 
 
 def _article(result: CellResult) -> ArticleNumbers | None:
@@ -105,31 +86,27 @@ def _article(result: CellResult) -> ArticleNumbers | None:
 def table2(results: list[CellResult], grid_keys: list[str]) -> Table:
     """Reconstruction quality of the grid cells (ours: validation, and outside images when evaluated)."""
     grid = [r for r in results if r.group == "grid"]
-    outside = any("outside" in _reconstruction(r) for r in grid)
-    columns = ["dataset", *map(display_key, grid_keys), "β·w", "SSIM", "PSNR (dB)", "n"]
-    columns += ["outside SSIM", "outside PSNR (dB)", "outside n"] if outside else []
-    columns += ["article dataset", "article SSIM", "article PSNR (dB)", "article n"]
+    outside = any(r.value("n_outside") is not None for r in grid)
+    columns = ["dataset", *map(display_key, grid_keys), "β·w", *_image_columns("val")]
+    columns += _image_columns("outside", "outside ") if outside else []
+    columns += _image_columns("val", "article ", article=True)
     rows = []
     for r in grid:
         row = [r.shown_label, *(_value(r.values.get(k)) for k in grid_keys), _effective(r)]
-        row += _scores(r, "validation") + (_scores(r, "outside") if outside else [])
+        row += _image_scores(r, "val") + (_image_scores(r, "outside") if outside else [])
         rows.append(row + _article_scores(_article(r)))
     return Table("table2_reconstruction", columns, rows)
 
 
 def table3(results: list[CellResult], grid_keys: list[str]) -> Table:
     """FID and KID of the grid cells' prior samples, the article's FID beside."""
-    columns = ["dataset", *map(display_key, grid_keys), "FID", "KID", "N samples", "N reference",
+    columns = ["dataset", *map(display_key, grid_keys), *(s.label for s in SAMPLE_COLUMNS),
                "article dataset", f"article FID (N = {FID_SAMPLES})"]
     rows = []
     for r in results:
         if r.group != "grid":
             continue
-        ours = [_status(r)] * 4
-        if r.finished:
-            m = r.metrics
-            ours = [_fixed(m.get("fid"), 1), _plus_minus(m.get("kid"), m.get("kid_std"), 4),
-                    _value(m.get("fid_n_samples")), _value(m.get("fid_n_reference"))]
+        ours = [_shown(r, s) for s in SAMPLE_COLUMNS] if r.finished else [_status(r)] * len(SAMPLE_COLUMNS)
         article = _article(r)
         theirs = [article.name, _fixed(article.fid, 3)] if article else [DASH, DASH]
         rows.append([r.shown_label, *(_value(r.values.get(k)) for k in grid_keys), *ours, *theirs])
@@ -138,21 +115,20 @@ def table3(results: list[CellResult], grid_keys: list[str]) -> Table:
 
 def table4(results: list[CellResult]) -> Table:
     """The extra cells (the article's batik KLD-weight runs) with the article's Table 4 beside."""
-    columns = ["dataset", "settings", "β·w", "SSIM", "PSNR (dB)", "n",
-               "article dataset", "article SSIM", "article PSNR (dB)", "article n"]
-    rows = [[r.shown_label, r.describe, _effective(r), *_scores(r, "validation"), *_article_scores(_article(r))]
+    columns = ["dataset", "settings", "β·w", *_image_columns("val"), *_image_columns("val", "article ", article=True)]
+    rows = [[r.shown_label, r.describe, _effective(r), *_image_scores(r, "val"), *_article_scores(_article(r))]
             for r in results if r.group == "extra"]
     return Table("table4_extra_cells", columns, rows)
 
 
 def disentanglement_table(results: list[CellResult]) -> Table | None:
     """Ground-truth factor scores of the cells that have them, or None when no cell has any."""
-    scored = [r for r in results if r.finished and any(k in r.metrics for k in FACTOR_SCORES)]
+    scored = [r for r in results if r.finished and any(r.value(s.key) is not None for s in FACTOR_SCORES)]
     if not scored:
         return None
-    keys = [k for k in FACTOR_SCORES if any(k in r.metrics for r in scored)]
-    rows = [[r.shown_label, r.describe, *(_fixed(r.metrics.get(k), 3) for k in keys)] for r in scored]
-    return Table("disentanglement", ["dataset", "settings", *keys], rows)
+    shown = [s for s in FACTOR_SCORES if any(r.value(s.key) is not None for r in scored)]
+    rows = [[r.shown_label, r.describe, *(_shown(r, s) for s in shown)] for r in scored]
+    return Table("disentanglement", ["dataset", "settings", *(s.label for s in shown)], rows)
 
 
 def findings_table(findings: list[Finding]) -> Table:
@@ -179,25 +155,41 @@ def markdown(table: Table) -> str:
     return "\n".join([line(table.columns), line(["---"] * len(table.columns)), *map(line, table.rows)]) + "\n"
 
 
-def _reconstruction(result: CellResult) -> dict:
-    return (result.metrics or {}).get("reconstruction", {})
+def _image_columns(image_set: str, prefix: str = "", article: bool = False) -> list[str]:
+    """The columns of one image set's reconstruction scores: every :data:`IMAGE_METRICS` entry and n
+    (the article's columns start with the dataset's name in the article)."""
+    return ([f"{prefix}dataset"] if article else []) + [
+        prefix + label for label in (*(m.label for m in IMAGE_METRICS.values()), SCORES[f"n_{image_set}"].label)]
 
 
-def _scores(result: CellResult, kind: str) -> list[str]:
-    """SSIM and PSNR as mean ± std, and n, of one image set; the cell's state when it has not finished."""
+def _image_scores(result: CellResult, image_set: str) -> list[str]:
+    """Every image metric as mean ± std, and n, of one image set ("val" or "outside"); the cell's state
+    when it has not finished."""
     if not result.finished:
-        return [_status(result)] * 3
-    scores = _reconstruction(result).get(kind)
-    if not scores:
-        return [DASH] * 3
-    return [_plus_minus(scores["ssim"]["mean"], scores["ssim"]["std"], 3),
-            _plus_minus(scores["psnr"]["mean"], scores["psnr"]["std"], 2), str(scores["n"])]
+        return [_status(result)] * (len(IMAGE_METRICS) + 1)
+    if result.value(f"n_{image_set}") is None:
+        return [DASH] * (len(IMAGE_METRICS) + 1)
+    summaries = (result.reconstruction or {}).get(_SUMMARIES[image_set], {})
+    return [_shown(result, SCORES[f"{name}_{image_set}"], summaries.get(name, {}).get("std"))
+            for name in IMAGE_METRICS] + [_shown(result, SCORES[f"n_{image_set}"])]
+
+
+def _shown(result: CellResult, score: Score, std: float | None = None) -> str:
+    """A headline score as the tables show it (registry digits), ± its standard deviation when known
+    (given, or the registered ``<key>_std`` score)."""
+    if std is None and f"{score.key}_std" in SCORES:
+        std = result.value(f"{score.key}_std")
+    value = result.value(score.key)
+    if value is None or std is None or not math.isfinite(std):
+        return score.format(value)
+    return f"{score.format(value)} ± {std:.{score.digits}f}"
 
 
 def _article_scores(article: ArticleNumbers | None) -> list[str]:
+    """The article's dataset, image metrics (as printed: three decimals; — for one it does not report) and n."""
     if article is None:
-        return [DASH] * 4
-    return [article.name, _fixed(article.ssim, 3), _fixed(article.psnr, 3), _value(article.n)]
+        return [DASH] * (len(IMAGE_METRICS) + 2)
+    return [article.name, *(_fixed(getattr(article, name, None), 3) for name in IMAGE_METRICS), _value(article.n)]
 
 
 def _effective(result: CellResult) -> str:
@@ -210,14 +202,6 @@ def _effective(result: CellResult) -> str:
 
 def _status(result: CellResult) -> str:
     return result.state if result.state != "finished" else "not evaluated"
-
-
-def _plus_minus(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None:
-        return DASH
-    if std is None or not math.isfinite(std):
-        return _fixed(mean, digits)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _fixed(value: float | None, digits: int) -> str:
@@ -233,21 +217,19 @@ def _value(value) -> str:
 # ---------------------------------------------------------------------------------------------- figures
 
 def fig9(results: list[CellResult]) -> bytes | None:
-    """Training curves, one row per dataset: reconstruction loss and KL, train solid, validation dashed."""
+    """Training curves, one row per dataset, one column per :data:`~betavae.figures.CURVE_TERMS` term
+    (reconstruction loss, KL), one colour per cell: train solid (smoothed), validation dashed."""
     datasets = _grid_by_dataset(results)
     if not datasets:
         return None
-    figure, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.4 * len(datasets)), squeeze=False)
+    figure, axes = plt.subplots(len(datasets), len(CURVE_TERMS), figsize=(11, 3.4 * len(datasets)), squeeze=False)
     for row, (name, cells) in zip(axes, datasets.items()):
         logs = [(read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)) for cell in cells]
         for i, (cell, (train, val)) in enumerate(zip(cells, logs)):
-            for axis, term in zip(row, ("recon", "kl")):
-                steps, values = [r["step"] for r in train], np.array([r[term] for r in train])
-                axis.plot(steps, values, "-", color=f"C{i}", alpha=0.2, linewidth=0.8)
-                axis.plot(steps, smooth(values), "-", color=f"C{i}", label=f"{cell.describe} train (smoothed)")
-                axis.plot([r["step"] for r in val], [r[term] for r in val], "o--", color=f"C{i}",
-                          label=f"{cell.describe} validation")
-        for axis, term, title in zip(row, ("recon", "kl"), ("reconstruction loss", "KL divergence (nats)")):
+            for axis, (term, _) in zip(row, CURVE_TERMS):
+                plot_log(axis, term, train, val, f"C{i}", f"{cell.describe} train (smoothed)",
+                         f"{cell.describe} validation")
+        for axis, (term, title) in zip(row, CURVE_TERMS):
             axis.set(title=f"{name}: {title}", xlabel="step")
             axis.set_ylim(*_settled_range([train + val for train, val in logs], term))
             axis.grid(alpha=0.3)
@@ -317,7 +299,7 @@ def _page(state: dict, results: list[CellResult], tables: dict[str, Table]) -> s
                      "a dataset among grid cells that differ in nothing else.")),
                  ("fig9", "Fig. 9 — training curves", _fig9_body(results)),
                  ("fig10", "Fig. 10 — ground truth and reconstructions", _fig10_body(results))]
-    sections += [(key, title, _cell_figures(results, file, what)) for key, title, file, what in CELL_FIGURES]
+    sections += [(key, title, _cell_figures(results, key)) for key, title in CELL_FIGURES.items()]
     contents = " · ".join(f'<a href="#{key}">{html.escape(title)}</a>' for key, title, _ in sections)
     body = "\n".join(f'<section><h2 id="{key}">{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>betavae study {name}</title>'
@@ -385,10 +367,12 @@ def _fig10_body(results: list[CellResult]) -> str:
     return "".join(parts) or _note("No finished grid cells.")
 
 
-def _cell_figures(results: list[CellResult], file: str, what: str) -> str:
+def _cell_figures(results: list[CellResult], key: str) -> str:
+    """Every finished cell's figure ``key`` of :data:`~betavae.evaluation.figure_set.FIGURES`, with its caption."""
+    spec = FIGURES[key]
     parts = []
     for r in results:
-        path = r.run / "eval" / file
+        path = RunPaths(r.run).figure(spec.file)
         if r.finished and path.is_file():
-            parts.append(_img(path.read_bytes(), f"{r.name} ({r.shown_label}, {r.describe}): {what}"))
+            parts.append(_img(path.read_bytes(), f"{r.name} ({r.shown_label}, {r.describe}): {spec.caption}"))
     return "".join(parts) or _note("No finished cells with this figure.")

@@ -13,7 +13,6 @@ or answer, then the study stops with the reason instead of waiting forever.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,8 @@ from betavae.config import ConfigError, RunConfig
 from betavae.fileio import write_text
 from betavae.interrupts import DeferredStop, Terminated, terminate_as_interrupt
 from betavae.runs import RunPaths, read_config, read_info, update_info
-from betavae.study.folder import StudyPaths, cell_finished, write_state
+from betavae.evaluation.headline import read_headline
+from betavae.study.folder import StudyPaths, cell_evaluated, cell_finished, write_state
 from betavae.study.progress import LiveTable
 from betavae.study.report import write_report
 from betavae.study.spec import Cell, StudySpec, load_study
@@ -74,8 +74,7 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
         with terminate_as_interrupt():
             _stage(paths, "training")
             train_or_resume(validate_config(config), paths.root)
-            metrics_path = paths.root / "eval" / "metrics.json"
-            if not metrics_path.is_file():
+            if not cell_evaluated(paths.root):
                 _stage(paths, "evaluating")
                 device = "cuda" if torch.cuda.is_available() else "cpu"
                 evaluate_run(paths.root, EvaluateSpec.model_validate(evaluate).options(device))
@@ -177,7 +176,7 @@ def _resolved(config: RunConfig) -> dict:
 def _evaluation(spec: StudySpec, cell: Cell) -> dict:
     """The cell's evaluation settings as sent to a worker: its dataset's outside images, path absolute."""
     images = str(Path(cell.images).expanduser().resolve()) if cell.images else None
-    return {**spec.evaluate.model_dump(), "images": images}
+    return {**spec.evaluate.model_dump(mode="json"), "images": images}
 
 
 def _check_inputs(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths) -> None:
@@ -239,13 +238,12 @@ def _initial_state(spec: StudySpec, cells: list[Cell], paths: StudyPaths, study_
         }
     return {"name": spec.name, "description": spec.description, "study_file": str(study_file.resolve()),
             "folder": str(paths.root),
-            "grid_keys": list(spec.grid), "evaluate": spec.evaluate.model_dump(), "cells": entries}
+            "grid_keys": list(spec.grid), "evaluate": spec.evaluate.model_dump(mode="json"), "cells": entries}
 
 
 def _headline(run_dir: Path) -> dict:
-    """A finished cell's PSNR, SSIM and FID (when computed), from its ``eval/metrics.json``."""
-    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
-    return {key: metrics[key] for key in ("psnr_val", "ssim_val", "fid") if key in metrics}
+    """A finished cell's computed headline scores (:class:`~betavae.evaluation.headline.Headline`)."""
+    return read_headline(run_dir).computed()
 
 
 @contextmanager

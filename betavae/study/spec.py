@@ -19,6 +19,7 @@ the base, then the dataset's config file, then its ``set`` overrides, then the c
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from betavae.config import ConfigError, RunConfig, apply_overrides, validate_config
 from betavae.evaluation.run_eval import EvalOptions
+from betavae.strict import StrictModel
 
 ARTICLE_DATASETS = ("cars", "celeba", "cats", "batik")
 # Short names of common grid keys in cell names; other keys use their last component.
@@ -60,28 +63,43 @@ class ExtraCell(_Strict):
     set: dict[str, Any] = Field(min_length=1)
 
 
-class EvaluateSpec(_Strict):
-    """What ``betavae evaluate`` computes for every cell (see ``betavae evaluate --help``)."""
+# A study's ``evaluate:`` section holds :class:`EvalOptions` fields, with these defaults of its own;
+# the device and progress bars are set per cell (:meth:`_EvaluateBase.options`).
+STUDY_EVALUATE_DEFAULTS = {"kid": True, "disentanglement_points": 5000, "dci_points": 2000}
+_PER_CELL = ("device", "progress")
 
-    fid: bool = True
-    fid_samples: int = Field(2400, ge=2)
-    fid_reference: Literal["all"] | PositiveInt = Field("all", description="\"all\" or a number of training images")
-    kid: bool = True
-    max_images: int | None = Field(None, gt=0, description="cap on validation images for PSNR/SSIM")
-    images: str | None = Field(None, description="folder of outside images for PSNR/SSIM (as the article)")
-    disentanglement: bool = True
-    disentanglement_points: int = Field(5000, gt=0)
-    dci_points: int = Field(2000, gt=0)
-    top_k: int = Field(8, gt=0)
-    fid_weights: Path | None = None
-    cache_dir: Path | None = Field(None, description="FID reference statistics cache (default ~/.cache/betavae/fid, "
-                                   "keyed by dataset, so cells of one dataset share it)")
+
+def _study_field(name: str, info: FieldInfo) -> FieldInfo:
+    """An :class:`EvalOptions` field (its constraints kept) with the study's default, if it has one."""
+    info = copy.copy(info)
+    info.default = STUDY_EVALUATE_DEFAULTS.get(name, info.default)
+    return info
+
+
+class _EvaluateBase(StrictModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, raw: Any) -> Any:
+        unknown = sorted(set(raw) - set(cls.model_fields)) if isinstance(raw, dict) else []
+        if unknown:
+            per_cell = f" ({' and '.join(_PER_CELL)} are set per cell)" if set(unknown) & set(_PER_CELL) else ""
+            raise ValueError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
+                             f"{per_cell}; the evaluate options: {', '.join(cls.model_fields)}")
+        return raw
 
     def options(self, device: str) -> EvalOptions:
-        """The :class:`EvalOptions` of one cell (no progress bars: the study shows its own table)."""
-        images = Path(self.images) if self.images else None
-        return EvalOptions(**{**self.model_dump(), "images": images, "kid": self.kid and self.fid},
-                           device=device, progress=False)
+        """The :class:`EvalOptions` of one cell (no progress bars: the study shows its own table;
+        KID only with FID)."""
+        return EvalOptions(**{**self.model_dump(), "kid": self.kid and self.fid}, device=device, progress=False)
+
+
+EvaluateSpec = create_model(
+    "EvaluateSpec", __base__=_EvaluateBase,
+    __doc__="What ``betavae evaluate`` computes for every cell: :class:`EvalOptions` without device and "
+            "progress, with :data:`STUDY_EVALUATE_DEFAULTS`.",
+    **{name: (info.annotation, _study_field(name, info)) for name, info in EvalOptions.model_fields.items()
+       if name not in _PER_CELL},
+)
 
 
 class ResourcesSpec(_Strict):
@@ -183,8 +201,8 @@ def _cell(spec: StudySpec, root: Path, dataset: str, group: str, values: dict[st
         config = validate_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"cell {name!r}: {exc}") from None
-    return Cell(name, dataset, group, values, config, source.article, source.label or dataset,
-                source.images or spec.evaluate.images)
+    images = source.images or (str(spec.evaluate.images) if spec.evaluate.images else None)
+    return Cell(name, dataset, group, values, config, source.article, source.label or dataset, images)
 
 
 def _read_config(root: Path, relative: str) -> dict:
