@@ -145,14 +145,20 @@ def full(run: Path, backend: str) -> tuple[str, dict]:
     """Every metric at disentanglement_lib's counts on a run, timed."""
     import tempfile
 
-    from betavae.analysis import disentanglement_report
     from betavae.evaluation.latent_meaning import metric_represent
     from betavae.inference import load
+
+    try:  # the report writes a JSON file (betavae.evaluation.disentanglement) ...
+        from betavae.evaluation.disentanglement import disentanglement_report
+        target = lambda folder: Path(folder) / "disentanglement.json"  # noqa: E731
+    except ImportError:  # ... or, before the analysis package moved there, into a folder
+        from betavae.analysis import disentanglement_report
+        target = lambda folder: folder  # noqa: E731
 
     trained = load(run)
     with tempfile.TemporaryDirectory() as out:
         report, wall, cpu = timed(lambda: disentanglement_report(
-            metric_represent(trained), trained.data(), out, num_train=10_000, num_eval=5_000,
+            metric_represent(trained), trained.data(), target(out), num_train=10_000, num_eval=5_000,
             dci_num_train=10_000, dci_backend=backend, progress=True))
     seconds = report["seconds"]
     lines = [f"### Every metric at disentanglement_lib's counts (10,000 / 5,000), DCI {backend}", "",
@@ -178,7 +184,10 @@ def main() -> int:
     parser.add_argument("--run", type=Path, help="also compare on this run's codes")
     parser.add_argument("--full", type=Path, metavar="RUN", help="every metric at disentanglement_lib's counts")
     parser.add_argument("--backend", default="hist", choices=["hist", "exact"], help="DCI backend for --full")
+    parser.add_argument("--quick", action="store_true", help="--compare on 500 points (a smoke run, make bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.points = min(args.points, 500)
     if not (args.compare or args.full):
         parser.error("give --compare and/or --full RUN")
     print(f"Machine: {machine_line()}\n", flush=True)

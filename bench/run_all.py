@@ -1,7 +1,9 @@
 """Runs every benchmark in turn (``make bench``) and prints each one's tables.
 
 Each bench runs in its own process (a clean torch state and memory); arguments given here
-(e.g. ``--quick``) are passed on to every bench. ``train_step`` also prints its profiler table.
+(e.g. ``--quick``) are passed on to every bench. ``train_step`` also prints its profiler table;
+``fid_sqrtm`` times the Fréchet distance's trace term and KID, ``disentanglement --compare`` DCI's
+two gradient-boosting backends on synthetic codes (``--full RUN`` needs a run: not part of this).
 The run starts by naming the machine: the CPU with its relevant flags, what ``precision: auto``
 picks there and why, threads and load (every bench repeats that line above its tables).
 """
@@ -13,7 +15,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = [("train_step.py", ["--profile"]), ("thread_policy.py", []), ("epoch_from_jpegs.py", []), ("fid_features.py", []),
-           ("decode_latency.py", []), ("precision_check.py", [])]
+           ("fid_sqrtm.py", []), ("disentanglement.py", ["--compare"]), ("decode_latency.py", []),
+           ("precision_check.py", [])]
 
 
 def main() -> int:

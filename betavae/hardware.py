@@ -132,6 +132,19 @@ def torch_cpu_bf16() -> bool:
         return False
 
 
+def cpu_bf16_native(cpu: CpuInfo | None = None) -> bool:
+    """Whether bf16 is native on this CPU: AVX-512-BF16 or AMX-BF16 among its flags *and* this
+    torch build's oneDNN runs bf16 on it (:func:`torch_cpu_bf16`).
+
+    The one bf16 check for the CPU: training's ``precision: auto`` (:func:`choose_precision`) and the
+    FID network's bf16 opt-in (:func:`betavae.metrics.fid.precision_refusal`) both ask it, so they
+    agree. ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone is not enough: it is true on plain
+    AVX-512 (no bf16 instructions), where oneDNN emulates bf16. Unreadable flags count as no.
+    """
+    cpu = cpu_info() if cpu is None else cpu
+    return cpu.native_bf16 and torch_cpu_bf16()
+
+
 def cuda_capability(device: torch.device) -> tuple[int, int]:
     """(major, minor) compute capability of a CUDA device."""
     return torch.cuda.get_device_capability(device)
@@ -178,8 +191,7 @@ def _cpu_precision(requested: str) -> tuple[str, str]:
         if requested == "auto":
             return "fp32", f"auto → fp32: {why}; fp32 is the safe choice"
         return requested, f"{requested} as configured ({why})"
-    native = cpu.native_bf16 and torch_cpu_bf16()
-    if native:
+    if cpu_bf16_native(cpu):
         which = " and ".join(name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512-BF16"))
                              if cpu.has(flag))
         why = f"{cpu.model} has native bf16 ({which})"

@@ -3,6 +3,7 @@ lookup order and the eager Inception against the shipped TorchScript."""
 import hashlib
 import warnings
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from scipy import linalg as scipy_linalg
 from skimage import data
 from torch import nn
 
+from betavae import hardware
+from betavae.hardware import CpuInfo
 from betavae.metrics import fid, inception
 from betavae.metrics.fid import (
     FeatureExtractor,
@@ -377,6 +380,59 @@ def test_precision_is_part_of_the_identity_and_the_cache_key(monkeypatch):
     rows = np.arange(10)
     assert reference_key("fp", rows, fp32.identity) != reference_key("fp", rows, bf16.identity)
     assert FeatureExtractor(StandIn(), bf16.identity, precision="bf16").identity == bf16.identity  # not doubled
+
+
+PLAIN_AVX512 = CpuInfo(model="Intel Xeon (Skylake)", flags=frozenset({"avx2", "avx512f"}), source="test")
+AVX2_ONLY = CpuInfo(model="AMD EPYC (Zen 3)", flags=frozenset({"avx2"}), source="test")
+AVX512_BF16 = CpuInfo(model="AMD EPYC (Zen 4)", flags=frozenset({"avx2", "avx512f", "avx512_bf16"}), source="test")
+AMX = CpuInfo(model="Intel Xeon (Sapphire Rapids)", flags=frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16",
+                                                                     "amx_tile"}), source="test")
+
+
+def test_bf16_is_refused_on_plain_avx512_where_onednn_would_only_emulate_it(monkeypatch):
+    """oneDNN reports bf16 support on plain AVX-512 (no bf16 instructions); the FID check follows
+    betavae.hardware's CPU flags instead, as training's precision: auto does."""
+    monkeypatch.setattr(hardware, "cpu_info", lambda: PLAIN_AVX512)
+    monkeypatch.setattr(hardware, "torch_cpu_bf16", lambda: True)  # what oneDNN says there
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    with pytest.raises(ValueError, match="no native bf16.*AVX-512-BF16/AMX-BF16"):
+        FeatureExtractor(StandIn(), "stand-in", precision="bf16")
+
+
+@pytest.mark.parametrize("info, torch_bf16", [(AVX2_ONLY, False), (PLAIN_AVX512, True), (AVX512_BF16, True),
+                                              (AMX, True), (AMX, False),
+                                              (CpuInfo(model="arm64", flags=None, source="platform"), True)])
+def test_fid_bf16_and_training_auto_precision_agree(monkeypatch, info, torch_bf16):
+    monkeypatch.setattr(hardware, "cpu_info", lambda: info)
+    monkeypatch.setattr(hardware, "torch_cpu_bf16", lambda: torch_bf16)
+    training_bf16 = hardware.choose_precision("auto", torch.device("cpu"))[0] == "bf16"
+    assert (fid.precision_refusal("bf16", "cpu") is None) == training_bf16 == hardware.cpu_bf16_native()
+    assert training_bf16 == (info in (AVX512_BF16, AMX) and torch_bf16)
+
+
+def test_sample_quality_shows_progress_for_the_trace_term_and_kid(monkeypatch):
+    from betavae.evaluation import sample_quality as quality
+
+    calls = {}
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            calls[name] = kwargs.get("progress", False)
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(quality, "fid_from_stats", spy("fid", quality.fid_from_stats))
+    monkeypatch.setattr(quality, "kid", spy("kid", quality.kid))
+    images = np.random.default_rng(3).integers(0, 256, (12, 8, 8, 1), dtype=np.uint8)
+    trained = SimpleNamespace(
+        latent_dim=3, decode=lambda z: torch.sigmoid(z[:, :1, None, None]).expand(-1, 1, 8, 8),
+        data=lambda: SimpleNamespace(train_indices=np.arange(12), fingerprint="fake", images=images))
+    for progress in (True, False):
+        extractor = FeatureExtractor(StandIn(), "stand-in", batch_size=4, progress=progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fewer than 2,048 samples
+            result = quality.sample_quality(trained, extractor, n_samples=10, with_kid=True)
+        assert calls == {"fid": progress, "kid": progress} and np.isfinite(result["fid"])
 
 
 # --------------------------------------------------------------------------- weight lookup

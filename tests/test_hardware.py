@@ -71,6 +71,20 @@ def test_avx512_without_bf16_stays_fp32_even_if_onednn_would_emulate_it(on):
     assert precision == "fp32" and "AVX-512 but no native bf16" in reason
 
 
+def test_cpu_bf16_native_needs_the_flag_and_torch(on):
+    """The one bf16 check (training's auto precision and the FID network's bf16 both ask it): oneDNN
+    alone says yes on plain AVX-512, where bf16 is only emulated."""
+    on(cpu(SKYLAKE), torch_bf16=True)
+    assert not hardware.cpu_bf16_native()
+    on(cpu(XEON_SPR), torch_bf16=False)
+    assert not hardware.cpu_bf16_native()
+    on(cpu(XEON_SPR), torch_bf16=True)
+    assert hardware.cpu_bf16_native() and hardware.cpu_bf16_native(cpu(LSCPU, "lscpu"))
+    assert not hardware.cpu_bf16_native(cpu(EPYC_ZEN3))
+    on(CpuInfo(model="arm64", flags=None, source="platform"), torch_bf16=True)
+    assert not hardware.cpu_bf16_native()
+
+
 def test_unknown_flags_fall_back_to_fp32(on):
     on(CpuInfo(model="arm64", flags=None, source="platform"))
     precision, reason = choose_precision("auto", CPU)

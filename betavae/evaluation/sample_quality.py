@@ -59,7 +59,9 @@ def prior_sample_batches(trained, n: int, seed: int, batch_size: int = 250) -> I
 
 def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, reference: str | int = "all",
                    with_kid: bool = False, seed: int = 0, cache_dir: str | Path | None = None) -> dict:
-    """FID (and optionally KID) of ``n_samples`` prior samples against the training split; every setting recorded."""
+    """FID (and optionally KID) of ``n_samples`` prior samples against the training split; every setting recorded.
+
+    The extractor's ``progress`` setting also shows bars for the Fréchet distance's trace term and KID."""
     data = trained.data()
     rows, described = reference_indices(data.train_indices, reference)
     key = reference_key(data.fingerprint, rows, extractor.identity)
@@ -72,7 +74,7 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
     reference_seconds = time.perf_counter() - started
     samples = extractor.features(prior_sample_batches(trained, n_samples, seed), n_samples, desc="FID sample features")
     result = {
-        "fid": fid_from_stats(FeatureStats.of(samples), ref.stats),
+        "fid": fid_from_stats(FeatureStats.of(samples), ref.stats, progress=extractor.progress),
         "n_samples": n_samples,
         "sample_seed": seed,
         "samples": "decoder(z), z ~ N(0, I), images in [0, 1]",
@@ -93,6 +95,6 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
         result["caveat"] = (f"fewer than {MIN_RECOMMENDED_SAMPLES} images on one side: FID is biased upwards; "
                             "compare only at equal N against the same reference set (KID is unbiased)")
     if with_kid:
-        mean, std = kid(samples, ref.features, **KID_SETTINGS)
+        mean, std = kid(samples, ref.features, **KID_SETTINGS, progress=extractor.progress)
         result.update(kid=mean, kid_std=std, kid_settings={**KID_SETTINGS, "kernel": "(x.y/d + 1)^3, unbiased MMD^2"})
     return result

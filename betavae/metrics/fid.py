@@ -26,6 +26,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm import tqdm
 
+from betavae import hardware
 from betavae.fileio import atomic_path
 from betavae.metrics.inception import INPUT_SIZE, cache_root, file_sha256, find_weights, load_inception
 
@@ -52,18 +53,19 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def _cpu_has_native_bf16() -> bool:
-    """``torch.ops.mkldnn._is_mkldnn_bf16_supported()``: oneDNN has bf16 kernels for this CPU (x86 from
-    AVX-512 on, Arm with BF16); on an AVX2-only CPU it is False and bf16 would be emulated."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """:func:`betavae.hardware.cpu_bf16_native`, the check training's ``precision: auto`` uses too:
+    AVX-512-BF16 or AMX-BF16 among the CPU's flags and bf16 support in this torch's oneDNN. (oneDNN's
+    own ``_is_mkldnn_bf16_supported()`` is also true on plain AVX-512, where bf16 is emulated.)"""
+    return hardware.cpu_bf16_native()
 
 
 def precision_refusal(precision: str, device: str | torch.device = "cpu") -> str | None:
     """Why ``precision`` cannot run the feature network on ``device`` (None when it can).
 
     fp32 runs anywhere. bf16 (``torch.autocast``) only where it is native: on CUDA, and on a CPU
-    whose oneDNN bf16 kernels are real (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``); on an
-    AVX2-only CPU bf16 is emulated (the FID Inception measured 2.9× slower than fp32), so it is
-    refused there.
+    with AVX-512-BF16 or AMX-BF16 (:func:`betavae.hardware.cpu_bf16_native`, the same check as
+    training's ``precision: auto``); elsewhere bf16 is emulated (the FID Inception measured 2.9×
+    slower than fp32 on an AVX2-only CPU), so it is refused there.
     """
     if precision not in PRECISIONS:
         return f"FID precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -73,8 +75,8 @@ def precision_refusal(precision: str, device: str | torch.device = "cpu") -> str
     if kind != "cpu":
         return f"bf16 FID features run on CUDA or a CPU with native bf16, not on {kind}; use fp32"
     if not _cpu_has_native_bf16():
-        return ("bf16 FID features refused: this CPU has no native bf16 "
-                "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is False: no AVX-512/AMX or Arm BF16), so "
+        return ("bf16 FID features refused: this CPU has no native bf16 (betavae.hardware: no "
+                "AVX-512-BF16/AMX-BF16 among its flags, or this torch's oneDNN does not run bf16 on it), so "
                 "oneDNN would emulate bf16: the FID Inception ran 2.9× slower than in fp32 on an AVX2-only "
                 "AMD EPYC (bench/fid_features.py); use fp32 (the default)")
     return None
