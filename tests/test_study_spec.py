@@ -247,3 +247,19 @@ def test_a_cell_evaluated_by_another_version_is_evaluated_again(tmp_path):
     assert not cell_finished(paths.root)
     paths.eval_metrics.write_text(json.dumps({"headline": {"psnr_val": 20.0}}))
     assert cell_finished(paths.root)
+
+
+def test_a_cell_keeps_its_identity_through_study_json_into_the_report(tmp_path):
+    import json
+
+    from betavae.study.findings import CellResult
+
+    spec, cells = load_study(write_study(
+        tmp_path, datasets={"d": {"set": {"data.name": "dsprites"}, "label": "dSprites", "article": "cars"}},
+        extra=[{"dataset": "d", "set": {"objective.beta": 2.5, "objective.kld_weight": 0.000001}}]))
+    paths = StudyPaths(tmp_path / "out")
+    state = json.loads(json.dumps(_initial_state(spec, cells, paths, tmp_path / "study.yaml")))
+    results = [CellResult.read(paths.root, entry) for entry in state["cells"].values()]
+    assert [r.identity() for r in results] == [c.identity() for c in cells]
+    assert [r.describe() for r in results] == [c.describe() for c in cells] == [e["describe"] for e in state["cells"].values()]
+    assert [r.shown_label for r in results] == ["dSprites"] * 3 and not any(r.finished for r in results)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from betavae.config import ConfigError, RunConfig
 from betavae.evaluation.disentanglement import factor_scores
@@ -19,6 +18,7 @@ from betavae.evaluation.reconstruction import IMAGE_METRICS
 from betavae.evaluation.scores import Score
 from betavae.latents import ACTIVE_KL_NATS
 from betavae.runs import RunPaths, read_config, read_csv
+from betavae.study.spec import CellIdentity
 
 BETA = "objective.beta"
 HOLDS, FAILS, PARTLY, UNCHECKED = "holds", "does not hold", "partly", "not checked"
@@ -30,19 +30,12 @@ RANKED: tuple[Score, ...] = tuple(score for score in (*(SCORES[f"{name}_val"] fo
 _VAL_KEYS = ("recon", "kl")  # read from the last validation row
 
 
-@dataclass
-class CellResult:
-    """One study cell as the report sees it: its ``study.json`` entry, config, typed headline, the
-    reconstruction summaries (mean ± std per image set) and its last validation row."""
+@dataclass(frozen=True, kw_only=True)
+class CellResult(CellIdentity):
+    """One study cell as the report sees it: its identity and state (``study.json``), config, typed
+    headline, reconstruction summaries (mean ± std per image set) and last validation row."""
 
-    name: str
-    dataset: str
-    values: dict[str, Any]
     state: str = "finished"
-    group: str = "grid"
-    label: str = ""
-    article: str | None = None
-    describe: str = ""
     error: str | None = None
     run: Path | None = None
     config: RunConfig | None = None
@@ -63,10 +56,8 @@ class CellResult:
             headline = None
         validation = read_csv(paths.val_log) if finished else []
         return cls(
-            name=entry["name"], dataset=entry["dataset"], values=entry.get("values", {}),
-            state=entry.get("state", "pending"), group=entry.get("group", "grid"), label=entry.get("label", ""),
-            article=entry.get("article"), describe=entry.get("describe", ""), error=entry.get("error"),
-            run=paths.root, config=_config(paths), headline=headline,
+            **{"values": {}, **CellIdentity.identity_of(entry)}, state=entry.get("state", "pending"),
+            error=entry.get("error"), run=paths.root, config=_config(paths), headline=headline,
             reconstruction=metrics.get("reconstruction") if headline else None,
             final_val=validation[-1] if validation else None,
         )
@@ -74,10 +65,6 @@ class CellResult:
     @property
     def finished(self) -> bool:
         return self.state == "finished" and self.headline is not None
-
-    @property
-    def shown_label(self) -> str:
-        return self.label or self.dataset
 
     def value(self, key: str) -> float | None:
         """A number of the cell: a headline score (:data:`SCORES`, e.g. ``ssim_val``, ``fid``, ``mig``) or

@@ -4,7 +4,7 @@
 
     runs/study-NAME/
       study.yaml          the study file as it was run
-      study.json          cells: name, dataset, group, values, state, attempts, error, seconds
+      study.json          cells: identity (spec.CellIdentity), state, attempts, error, seconds, headline
       cells/CELL/         a run folder per cell (config.yaml, metrics/, checkpoints/, eval/), and
                           error.txt: every failed attempt's traceback, headed with its number and time
       report.html         the comparison report (``betavae report``)

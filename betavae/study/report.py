@@ -116,7 +116,7 @@ def table3(results: list[CellResult], grid_keys: list[str]) -> Table:
 def table4(results: list[CellResult]) -> Table:
     """The extra cells (the article's batik KLD-weight runs) with the article's Table 4 beside."""
     columns = ["dataset", "settings", "β·w", *_image_columns("val"), *_image_columns("val", "article ", article=True)]
-    rows = [[r.shown_label, r.describe, _effective(r), *_image_scores(r, "val"), *_article_scores(_article(r))]
+    rows = [[r.shown_label, r.describe(), _effective(r), *_image_scores(r, "val"), *_article_scores(_article(r))]
             for r in results if r.group == "extra"]
     return Table("table4_extra_cells", columns, rows)
 
@@ -127,7 +127,7 @@ def disentanglement_table(results: list[CellResult]) -> Table | None:
     if not scored:
         return None
     shown = [s for s in FACTOR_SCORES if any(r.value(s.key) is not None for r in scored)]
-    rows = [[r.shown_label, r.describe, *(_shown(r, s) for s in shown)] for r in scored]
+    rows = [[r.shown_label, r.describe(), *(_shown(r, s) for s in shown)] for r in scored]
     return Table("disentanglement", ["dataset", "settings", *(s.label for s in shown)], rows)
 
 
@@ -227,8 +227,8 @@ def fig9(results: list[CellResult]) -> bytes | None:
         logs = [(read_csv(RunPaths(cell.run).train_log), read_csv(RunPaths(cell.run).val_log)) for cell in cells]
         for i, (cell, (train, val)) in enumerate(zip(cells, logs)):
             for axis, (term, _) in zip(row, CURVE_TERMS):
-                plot_log(axis, term, train, val, f"C{i}", f"{cell.describe} train (smoothed)",
-                         f"{cell.describe} validation")
+                plot_log(axis, term, train, val, f"C{i}", f"{cell.describe()} train (smoothed)",
+                         f"{cell.describe()} validation")
         for axis, (term, title) in zip(row, CURVE_TERMS):
             axis.set(title=f"{name}: {title}", xlabel="step")
             axis.set_ylim(*_settled_range([train + val for train, val in logs], term))
@@ -261,10 +261,10 @@ def fig10(cells: list[CellResult], count: int = 8) -> tuple[bytes, list[str]]:
     for cell in cells:
         trained = first if cell is cells[0] else load(cell.run)
         if (trained.image_size, trained.channels) != (first.image_size, first.channels):
-            skipped.append(cell.describe)
+            skipped.append(cell.describe())
             continue
         rows.append(trained.reconstruct(images))
-        labels.append(cell.describe)
+        labels.append(cell.describe())
     grid = image_grid(torch.cat(rows), nrow=len(images), scale=2)
     return image_png(with_row_labels(grid, labels, grid.height // len(labels))), skipped
 
@@ -319,7 +319,7 @@ def _overview(state: dict, results: list[CellResult]) -> str:
     failed = [r for r in results if r.state == "failed"]
     if failed:
         table = Table("failed", ["cell", "dataset", "settings", "attempts", "error"],
-                      [[r.name, r.shown_label, r.describe, _value(_attempts(state, r)), r.error or DASH] for r in failed])
+                      [[r.name, r.shown_label, r.describe(), _value(_attempts(state, r)), r.error or DASH] for r in failed])
         body += f'<h3 id="failed">Failed cells</h3>{_html_table(table)}'
     return body
 
@@ -374,5 +374,5 @@ def _cell_figures(results: list[CellResult], key: str) -> str:
     for r in results:
         path = RunPaths(r.run).figure(spec.file)
         if r.finished and path.is_file():
-            parts.append(_img(path.read_bytes(), f"{r.name} ({r.shown_label}, {r.describe}): {spec.caption}"))
+            parts.append(_img(path.read_bytes(), f"{r.name} ({r.shown_label}, {r.describe()}): {spec.caption}"))
     return "".join(parts) or _note("No finished cells with this figure.")

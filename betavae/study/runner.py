@@ -230,10 +230,8 @@ def _initial_state(spec: StudySpec, cells: list[Cell], paths: StudyPaths, study_
     for cell in cells:
         done = cell_finished(paths.cell(cell.name))
         entries[cell.name] = {
-            "name": cell.name, "dataset": cell.dataset, "label": cell.label, "article": cell.article,
-            "group": cell.group, "values": cell.values, "describe": cell.describe(),
-            "run": f"cells/{cell.name}", "state": "finished" if done else "pending",
-            "attempts": 0, "error": None, "seconds": None, "skipped": done,
+            **cell.identity(), "describe": cell.describe(), "run": f"cells/{cell.name}",
+            "state": "finished" if done else "pending", "attempts": 0, "error": None, "seconds": None, "skipped": done,
             "headline": _headline(paths.cell(cell.name)) if done else None,
         }
     return {"name": spec.name, "description": spec.description, "study_file": str(study_file.resolve()),

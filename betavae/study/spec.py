@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,22 +140,43 @@ class StudySpec(_Strict):
         return self
 
 
-@dataclass(frozen=True)
-class Cell:
-    """One training + evaluation of a study: its name, where it comes from, and its validated config."""
+@dataclass(frozen=True, kw_only=True)
+class CellIdentity:
+    """What names a study cell wherever it appears: the spec's :class:`Cell`, its ``study.json``
+    entry (:meth:`identity`, then its state) and the report's
+    :class:`~betavae.study.findings.CellResult` (read back with :meth:`identity_of`)."""
 
     name: str
     dataset: str
-    group: Literal["grid", "extra"]
-    values: dict[str, Any]
-    config: RunConfig = field(compare=False)
-    article: str | None = None
-    label: str = ""
-    images: str | None = None  # outside images for PSNR/SSIM, if any
+    values: dict[str, Any]  # the grid values (or an extra cell's settings) that make it a cell
+    group: Literal["grid", "extra"] = "grid"
+    article: str | None = None  # the article's dataset it reproduces
+    label: str = ""  # the dataset's name in the report
 
     def describe(self) -> str:
         """The cell's varied values, e.g. ``β=10`` or ``β=1, kld_weight=1e-06``."""
         return ", ".join(f"{display_key(k)}={_format(v)}" for k, v in self.values.items()) or "base"
+
+    @property
+    def shown_label(self) -> str:
+        return self.label or self.dataset
+
+    def identity(self) -> dict[str, Any]:
+        """The identity as a ``study.json`` entry holds it."""
+        return {f.name: getattr(self, f.name) for f in fields(CellIdentity)}
+
+    @staticmethod
+    def identity_of(entry: dict[str, Any]) -> dict[str, Any]:
+        """The identity fields of a ``study.json`` entry (the ones it has)."""
+        return {f.name: entry[f.name] for f in fields(CellIdentity) if f.name in entry}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell(CellIdentity):
+    """One training + evaluation of a study: its identity, its validated config and outside images."""
+
+    config: RunConfig = field(compare=False)
+    images: str | None = None  # outside images for PSNR/SSIM, if any
 
 
 def load_study(path: str | Path) -> tuple[StudySpec, list[Cell]]:
@@ -202,7 +223,8 @@ def _cell(spec: StudySpec, root: Path, dataset: str, group: str, values: dict[st
     except ConfigError as exc:
         raise ConfigError(f"cell {name!r}: {exc}") from None
     images = source.images or (str(spec.evaluate.images) if spec.evaluate.images else None)
-    return Cell(name, dataset, group, values, config, source.article, source.label or dataset, images)
+    return Cell(name=name, dataset=dataset, group=group, values=values, config=config, article=source.article,
+                label=source.label or dataset, images=images)
 
 
 def _read_config(root: Path, relative: str) -> dict:
