@@ -246,6 +246,9 @@ def test_findings_table_has_every_finding(study):
     by_claim = {r["finding (article)"]: r for r in rows}
     assert by_claim["Smaller β gives a lower reconstruction loss"]["evidence"].endswith("/2 datasets")
     assert "CelebA" in by_claim["CelebA β = 10 is best on every metric"]["proxy (ours)"]  # shapes stands for CelebA
+    assert "highest PSNR and SSIM, lowest FID" in by_claim["CelebA β = 10 is best on every metric"]["proxy (ours)"]
+    assert "(mean KL > 0.01 nats)" in by_claim["Larger β gives cleaner traversals, showing mostly the dominant colours"][
+        "proxy (ours)"]
     assert by_claim["Batik is the worst dataset"]["proxy (ours)"].startswith("general form")
     assert by_claim["Batch normalisation and a 128-dim latent are suspected of hurting batik"]["verdict"] == UNCHECKED
 

@@ -149,15 +149,15 @@ def celeba_best(results: list[CellResult]) -> Finding:
     cells = {r.name: [r] for r in _finished_grid(results)}
     winners = _winners(cells, best=True)
     if not winners:
-        return Finding("celeba_best", text, "highest SSIM and PSNR, lowest FID among finished grid cells",
+        return Finding("celeba_best", text, f"{_ranked_text(best=True)} among finished grid cells",
                        UNCHECKED, "fewer than two finished grid cells with these metrics")
     if any(r.article == "celeba" for r in results):
         targets = {name for name, (r,) in cells.items() if r.article == "celeba" and r.values.get(BETA) == 10}
-        proxy = "the cell reproducing CelebA β = 10 has the highest SSIM and PSNR and lowest FID of all finished grid cells"
+        proxy = f"the cell reproducing CelebA β = 10 has the {_ranked_text(best=True)} of all finished grid cells"
         if not targets:
             return Finding("celeba_best", text, proxy, UNCHECKED, "the CelebA β = 10 cell has not finished")
         return _winner_finding("celeba_best", text, proxy, winners, targets, general=False)
-    proxy = "general form (no CelebA in the study): one finished grid cell has the highest SSIM and PSNR and lowest FID"
+    proxy = f"general form (no CelebA in the study): one finished grid cell has the {_ranked_text(best=True)}"
     return _winner_finding("celeba_best", text, proxy, winners, _most_wins(winners), general=True)
 
 
@@ -167,15 +167,15 @@ def batik_worst(results: list[CellResult]) -> Finding:
     datasets = _by_dataset(_finished_grid(results))
     winners = _winners(datasets, best=False)
     if not winners:
-        return Finding("batik_worst", text, "lowest mean SSIM and PSNR, highest mean FID over a dataset's grid cells",
+        return Finding("batik_worst", text, f"{_ranked_text(best=False)} over a dataset's grid cells",
                        UNCHECKED, "fewer than two datasets with finished grid cells")
     batik = {r.shown_label for r in results if r.article == "batik"}
     if batik:
-        proxy = "the dataset reproducing batik has the lowest mean SSIM and PSNR and highest mean FID"
+        proxy = f"the dataset reproducing batik has the {_ranked_text(best=False)}"
         if not batik & set(datasets):
             return Finding("batik_worst", text, proxy, UNCHECKED, "the batik dataset has no finished grid cells")
         return _winner_finding("batik_worst", text, proxy, winners, batik, general=False)
-    proxy = "general form (no batik in the study): one dataset has the lowest mean SSIM and PSNR and highest mean FID"
+    proxy = f"general form (no batik in the study): one dataset has the {_ranked_text(best=False)}"
     return _winner_finding("batik_worst", text, proxy, winners, _most_wins(winners), general=True)
 
 
@@ -257,6 +257,15 @@ def _winners(groups: dict[str, list[CellResult]], best: bool) -> dict[str, str]:
         if len(means) >= 2:
             winners[score.label] = (max if (score.better > 0) == best else min)(means, key=means.get)
     return winners
+
+
+def _ranked_text(best: bool) -> str:
+    """The :data:`RANKED` scores in words: "highest PSNR and SSIM, lowest FID" (of a cell), or the
+    worst means of a dataset ("lowest mean PSNR and SSIM, highest mean FID")."""
+    words = ("highest", "lowest") if best else ("lowest mean", "highest mean")
+    parts = [f"{word} {' and '.join(s.label.split(' (')[0] for s in RANKED if s.better == sign)}"
+             for word, sign in zip(words, (1, -1)) if any(s.better == sign for s in RANKED)]
+    return ", ".join(parts)
 
 
 def _most_wins(winners: dict[str, str]) -> set[str]:
