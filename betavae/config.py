@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from betavae.data.sprites import GENERATORS
+from betavae.data import DATA_SOURCES
 from betavae.model import PRESETS as MODEL_PRESETS
 from betavae.objectives import OBJECTIVES
 from betavae.strict import StrictModel
@@ -25,19 +25,23 @@ class ConfigError(ValueError):
 class DataConfig(StrictModel):
     """Where the images come from and how they are presented to the model."""
 
-    name: Literal[(*GENERATORS, "prepared")] = "dsprites"  # type: ignore[valid-type]
-    path: str | None = Field(None, description="folder written by `betavae prepare` (name: prepared)")
-    num_images: int = Field(50_000, gt=0, description="built-in data: images sampled from the factor grid")
-    image_size: int = Field(64, gt=0, description="built-in data: rendered size; prepared data: checked")
+    name: Literal[tuple(DATA_SOURCES)] = "dsprites"  # type: ignore[valid-type]
+    path: str | None = Field(None, description="prepared: folder written by `betavae prepare`; "
+                             "dsprites-file, shapes3d-file, mpi3d-file: the dataset file")
+    num_images: int = Field(50_000, gt=0, description="built-in data: images sampled from the factor grid; "
+                            "dataset files: a seeded choice of the file's images (all when it has no more)")
+    image_size: int = Field(64, gt=0, description="built-in data: rendered size; dataset files: resized to it; "
+                            "prepared data: checked")
     normalization: Literal["unit", "symmetric", "imagenet"] = "unit"
-    val_fraction: float = Field(0.25, gt=0, lt=1, description="built-in data; prepared data fixes its own split")
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="built-in data and dataset files; prepared data fixes its own split")
     hflip: bool = Field(False, description="random horizontal flip of training batches")
     seed: int = Field(0, ge=0, description="seed of the image sample and of the train/val split")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
-        if self.name == "prepared" and not self.path:
-            raise ValueError("data.path is required when data.name is 'prepared'")
+        needs = DATA_SOURCES[self.name].path
+        if needs and not self.path:
+            raise ValueError(f"data.path is required when data.name is {self.name!r}: {needs}")
         return self
 
 
