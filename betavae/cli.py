@@ -92,7 +92,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from betavae import __version__
+
     parser = argparse.ArgumentParser(prog="betavae", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"betavae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("train", help="train a model from a YAML config (or resume a run)",
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from betavae.data.cli import add_parser as add_prepare_parser
     from betavae.explorer.cli import add_parser as add_explore_parser
+    from betavae.export.cli import add_parser as add_export_parser
 
     from betavae.evaluation.cli import add_parsers as add_evaluation_parsers
     from betavae.study.cli import add_parsers as add_study_parsers
@@ -158,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluation_parsers(commands)
     add_study_parsers(commands)
     add_explore_parser(commands)
+    add_export_parser(commands)
     return parser
 
 

@@ -94,23 +94,56 @@ class TrainedModel:
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedModel:
-    """Loads a run's ``best`` (or ``last``, or a ``.safetensors`` path's) weights; no code is executed
-    while loading. A missing or damaged ``best`` falls back to ``last`` with a warning."""
+    """Loads a run folder's ``best`` (or ``last``, or a ``.safetensors`` path's) weights, or an exported
+    model folder (``betavae export``: config.json + model.safetensors); which one is detected. No code
+    is executed while loading. A missing or damaged ``best`` falls back to ``last`` with a warning."""
     paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        from betavae.export.folder import is_export_folder
+
+        if is_export_folder(paths.root):
+            return _load_export(paths.root, checkpoint, device)
+        if paths.root.is_dir():
+            raise FileNotFoundError(f"{paths.root} is neither a run folder (no config.yaml) nor an exported "
+                                    "model (no betavae config.json beside model.safetensors)")
     config = read_config(paths.root)
     tensors, weights = _read_weights(paths, checkpoint)
-    model_tensors = strip_prefix("model", tensors)
+    model = _model_with(config, strip_prefix("model", tensors), f"the checkpoint of {paths.root}",
+                        f"{paths.config} does not match the weights in its checkpoint (was config.yaml edited?)")
+    device = torch.device(device)
+    return TrainedModel(model.to(device), config, paths.root, device, weights)
+
+
+def _load_export(root: Path, checkpoint: str, device: str | torch.device) -> TrainedModel:
+    """An exported folder: the run config saved in config.json and the weights of model.safetensors."""
+    from betavae.config import ConfigError, validate_config
+    from betavae.export.folder import ExportPaths, read_export_config, read_export_weights
+
+    if checkpoint != "best":
+        raise ValueError(f"{root} is an exported model with one set of weights; --checkpoint does not apply")
+    paths = ExportPaths(root)
+    exported = read_export_config(root)
+    try:
+        config = validate_config(exported["run_config"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ValueError(f"{paths.config} holds no valid run_config ({exc})") from None
+    model = _model_with(config, read_export_weights(root), str(paths.weights),
+                        f"{paths.config} does not match {paths.weights}")
+    device = torch.device(device)
+    return TrainedModel(model.to(device), config, root, device, paths.weights)
+
+
+def _model_with(config: RunConfig, model_tensors: dict[str, torch.Tensor], source: str, mismatch: str) -> ConvVAE:
+    """The model ``config`` describes, holding ``model_tensors``."""
     if "encoder.0.0.weight" not in model_tensors:
-        raise ValueError(f"the checkpoint of {paths.root} holds no betavae model weights")
+        raise ValueError(f"{source} holds no betavae model weights")
     model = build_model(config, model_tensors["encoder.0.0.weight"].shape[1])
     try:
         model.load_state_dict(model_tensors)
     except RuntimeError as exc:
         problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        raise ValueError(f"{paths.config} does not match the weights in its checkpoint (was config.yaml "
-                         f"edited?): {'; '.join(problems[:3]) or exc}") from None
-    device = torch.device(device)
-    return TrainedModel(model.to(device), config, paths.root, device, weights)
+        raise ValueError(f"{mismatch}: {'; '.join(problems[:3]) or exc}") from None
+    return model
 
 
 def _read_weights(paths: RunPaths, checkpoint: str) -> tuple[dict[str, torch.Tensor], Path]:
