@@ -200,3 +200,17 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as stop:
         cli(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"betavae {betavae.__version__}"
+
+
+def test_the_card_names_the_training_data():
+    from conftest import tiny_config
+
+    from betavae.export.card import _data_lines, dataset_id
+
+    assert dataset_id(tiny_config(), {}) == "dsprites"
+    prepared = tiny_config(data={"name": "prepared", "path": "data/celeba"})
+    assert dataset_id(prepared, {"data": {"recipe": "celeba"}}) == "celeba"
+    assert "`celeba` recipe" in _data_lines(prepared, {"data": {"recipe": "celeba"}}, 3)[0]
+    from_file = tiny_config(data={"name": "dsprites-file", "path": "/data/dsprites.npz"})
+    assert dataset_id(from_file, {}) == "dsprites"
+    assert "dataset file `dsprites.npz`" in _data_lines(from_file, {}, 1)[0]

@@ -25,7 +25,7 @@ def dataset_id(config: RunConfig, info: dict) -> str:
     """The training data's short name: the built-in generator, or the prepare recipe."""
     if config.data.name == "prepared":
         return str(info.get("data", {}).get("recipe") or "prepared")
-    return config.data.name
+    return config.data.name.removesuffix("-file")  # a dataset file (dsprites-file) is that dataset
 
 
 def evaluation(run: RunPaths) -> tuple[dict, dict] | None:
@@ -81,8 +81,12 @@ def _objective_lines(config: RunConfig) -> list[str]:
 
 def _data_lines(config: RunConfig, info: dict, channels: int) -> list[str]:
     data, seen = config.data, info.get("data", {})
-    where = f"prepared with the `{seen.get('recipe', '?')}` recipe" if data.name == "prepared" else \
-        f"built-in generator, {data.num_images:,} images, seed {data.seed}"
+    if data.name == "prepared":
+        where = f"prepared with the `{seen.get('recipe', '?')}` recipe"
+    elif data.path:
+        where = f"dataset file `{Path(data.path).name}`, a seeded choice of {data.num_images:,} images, seed {data.seed}"
+    else:
+        where = f"built-in generator, {data.num_images:,} images, seed {data.seed}"
     split = f"{seen['train']:,} training / {seen['val']:,} validation images" if "train" in seen else \
         f"validation fraction {data.val_fraction}"
     return [f"- **Training data**: `{dataset_id(config, info)}` ({where}); {split}",
