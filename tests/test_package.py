@@ -71,7 +71,8 @@ def test_installed_from_the_wheel_it_trains_evaluates_exports_and_loads(wheel, t
     python = venv / "bin" / "python"
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).strip())
     # A plain path line: the dependencies are importable, the .pth files there (the editable install) are not run.
-    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (site / "deps.pth").write_text("".join(f"{path}\n" for path in ours))
     _run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", wheel], cwd=tmp_path)
 
     located = _run([python, "-c", "import betavae, importlib.resources as r; print(betavae.__file__); "
