@@ -84,7 +84,8 @@ def _data_lines(config: RunConfig, info: dict, channels: int) -> list[str]:
     if data.name == "prepared":
         where = f"prepared with the `{seen.get('recipe', '?')}` recipe"
     elif data.path:
-        where = f"dataset file `{Path(data.path).name}`, a seeded choice of {data.num_images:,} images, seed {data.seed}"
+        where = (f"dataset file `{Path(data.path).name}`, a seeded choice of {data.num_images:,} images, "
+                 f"seed {data.seed}")
     else:
         where = f"built-in generator, {data.num_images:,} images, seed {data.seed}"
     split = f"{seen['train']:,} training / {seen['val']:,} validation images" if "train" in seen else \
@@ -149,7 +150,8 @@ def model_card(config: RunConfig, run: RunPaths, channels: int, figures: list[tu
              f"{config.model.channels}) trained with betavae "
              f"{info.get('environment', {}).get('betavae', __version__)}; exported with betavae {__version__}.",
              "", "## Training", "", *_data_lines(config, info, channels), *_objective_lines(config),
-             _budget_line(config, info, checkpoint), "", "## Metrics", "", *_metric_lines(headline, metrics, checkpoint), ""]
+             _budget_line(config, info, checkpoint), "", "## Metrics", "",
+             *_metric_lines(headline, metrics, checkpoint), ""]
     if figures:
         lines += ["## Figures", ""]
         for key, file in figures:
