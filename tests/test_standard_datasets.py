@@ -91,7 +91,7 @@ def test_dsprites_stored_file_is_memory_mapped_in_place(tmp_path):
     path = tmp_path / "d.npz"
     imgs = write_dsprites(path, compressed=False)
     data = DSpritesFile(path)
-    assert data.describe()["access"] == "memory-mapped in the file"
+    assert data.describe()["access"] == "read in place from the file (uncompressed zip member)"
     assert not (tmp_path / "cache").exists()
     assert np.array_equal(data.render(data.index_to_factors(np.arange(len(imgs)))), imgs[..., None] * 255)
 
@@ -117,7 +117,7 @@ def test_shapes3d_reads_grid_from_labels_and_images_by_row(tmp_path, chunked):
     assert data.factor_sizes == SHAPES3D_GRID and data.channels == 3
     assert np.allclose(data.factor_values("scale"), labels[:, 3][[0, 6]])
     access = data.describe()["access"]
-    assert ("h5py" in access) if chunked else ("memory-mapped" in access)
+    assert ("h5py" in access) if chunked else ("read in place" in access)
     rows = np.array([40, 3, 3, 70, 0])  # any order, repeats
     assert np.array_equal(data.render(data.index_to_factors(rows)), images[rows])
     resized = Shapes3DFile(path, image_size=32).render(data.index_to_factors(rows))

@@ -2,7 +2,9 @@
 
 Each file becomes a :class:`~betavae.data.groundtruth.GroundTruthData` whose ``render(factors)``
 reads the images of those factor combinations from disk, so the BetaVAE/FactorVAE scores can ask
-for any point of the grid; no format is ever loaded whole:
+for any point of the grid. No format is ever loaded whole: uncompressed image data are read in place
+with positioned reads (:class:`RawRows`, one ``preadv`` per run of consecutive rows, nothing mapped),
+so a process holds only the rows it asked for:
 
 - **dSprites** (``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``): ``imgs`` ``(N, 64, 64)`` uint8
   0/1, ``latents_values`` and ``latents_classes`` ``(N, 6)``, grid color × shape × scale ×
@@ -10,15 +12,15 @@ for any point of the grid; no format is ever loaded whole:
   for 3 GB), which ``np.load`` can only decompress whole into memory; betavae streams the member
   through ``zipfile`` once into a bit-packed ``.npy`` cache (8 pixels a byte: 360 MiB for the
   real file) under ``$BETAVAE_CACHE/datasets`` (default ``~/.cache/betavae/datasets``), written
-  to a temporary name and renamed, then memory-maps it. The constant color factor is dropped (as
+  to a temporary name and renamed, then reads rows from it. The constant color factor is dropped (as
   disentanglement_lib does), leaving the built-in ``dsprites`` factors.
 - **Shapes3D** (``3dshapes.h5``): ``images`` ``(480000, 64, 64, 3)`` uint8 and ``labels``
   ``(480000, 6)`` float, grid floor hue 10 × wall hue 10 × object hue 10 × scale 8 × shape 4 ×
-  orientation 15. A contiguous, unfiltered ``images`` dataset is memory-mapped at its offset in the
-  file; a chunked or compressed one is read through h5py in increasing-index chunks.
+  orientation 15. A contiguous, unfiltered ``images`` dataset is read in place at its offset in the
+  file; a chunked or compressed one is read through h5py, one read per run of increasing rows.
 - **MPI3D** (``mpi3d_toy.npz``, ``mpi3d_realistic.npz``, ``mpi3d_real.npz``): ``images``
   ``(1036800, 64, 64, 3)`` uint8 on the grid 6×6×2×3×3×40×40 of
-  :data:`MPI3D_FACTOR_NAMES`. An uncompressed (stored) member is memory-mapped in place inside the
+  :data:`MPI3D_FACTOR_NAMES`. An uncompressed (stored) member is read in place inside the
   zip; a compressed one is streamed once into a ``.npy`` cache as for dSprites.
 
 The grids of dSprites and Shapes3D are read from their label arrays, so a smaller file in the same
@@ -44,7 +46,7 @@ from betavae.data.groundtruth import GroundTruthData
 
 CACHE_ENV = "BETAVAE_CACHE"  # as betavae.metrics.inception: one cache root for the package
 READ_ROWS = 4096  # rows read (and resized) per step
-_COPY_ROWS = 8192  # rows decompressed per step when a member is written to the cache
+_COPY_BYTES = 16 << 20  # decompressed per step when a member is written to the cache
 
 DSPRITES_FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
 SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -72,10 +74,75 @@ def _describe(arrays: dict[str, tuple[tuple[int, ...], str]]) -> str:
     return ", ".join(f"'{k}' {dtype} {tuple(shape)}" for k, (shape, dtype) in arrays.items()) or "no arrays"
 
 
+# ----- rows of an uncompressed array at a known offset ------------------------------------------
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """Sorted unique rows as runs of consecutive rows: (first row, count, position in ``rows``)."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(rows)]])
+    return [(int(rows[a]), int(b - a), int(a)) for a, b in zip(starts, ends)]
+
+
+class RawRows:
+    """Rows of a C-order array stored uncompressed at ``offset`` in a file, read with positioned
+    reads (one per run of consecutive rows) straight into the output: nothing is mapped or cached
+    by the process, so its memory is the rows asked for (the kernel's page cache does the rest)."""
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype=np.uint8):
+        self.path, self.offset, self.shape, self.dtype = Path(path), int(offset), tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def end(self) -> int:
+        """The file size the array needs."""
+        return self.offset + self.shape[0] * self.row_bytes
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __getitem__(self, rows) -> np.ndarray:
+        """Sorted, unique row indices → ``(len(rows), *shape[1:])``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        flat = out.reshape(-1).view(np.uint8)
+        fd = self._file()
+        for first, count, at in _runs(rows):
+            want = count * self.row_bytes
+            view = memoryview(flat[at * self.row_bytes:at * self.row_bytes + want])
+            got = os.preadv(fd, [view], self.offset + first * self.row_bytes) if hasattr(os, "preadv") else \
+                _pread_into(fd, view, self.offset + first * self.row_bytes)
+            if got != want:
+                raise DatasetFileError(f"{self.path} ends inside row {first + got // self.row_bytes} of "
+                                       f"{self.shape[0]}: the file is truncated")
+        return out
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    data = os.pread(fd, len(view), offset)
+    view[:len(data)] = data
+    return len(data)
+
+
 # ----- npz members without loading them ---------------------------------------------------------
 class _Npz:
     """An ``.npz`` whose members are read lazily: headers without data, small arrays whole, large
-    ones memory-mapped (stored members in place, compressed ones via a converted cache file)."""
+    ones by rows (stored members in place, compressed ones via a converted cache file)."""
 
     def __init__(self, path: Path, kind: str, expected: str):
         self.path, self.kind, self.expected = path, kind, expected
@@ -133,22 +200,25 @@ class _Npz:
             _read_npy_header(handle)
             return handle.tell()
 
-    def memmap(self, key: str, convert=None, suffix: str = "") -> tuple[np.ndarray, str]:
-        """The member memory-mapped, and how: in place when stored, else from a cache file written
-        once (``convert`` maps each chunk of rows to what the cache holds; default: unchanged)."""
+    def rows(self, key: str, convert=None, suffix: str = "") -> tuple[RawRows, str]:
+        """The member's rows and how they are read: in place when stored, else from a cache file
+        written once (``convert`` maps each chunk of rows to what the cache holds; default: unchanged)."""
         shape, dtype, fortran = self.headers[key]
         if fortran:
             raise self.fail(f"'{key}' is stored in Fortran order")
         offset = self.stored_offset(key) if convert is None else None
         if offset is not None:
-            needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            if needed > self.path.stat().st_size:
+            rows = RawRows(self.path, offset, shape, dtype)
+            if rows.end > self.path.stat().st_size:
                 raise self.fail(f"'{key}' is truncated (the file ends before its data)")
-            return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape), "memory-mapped in the file"
+            return rows, "read in place from the file (uncompressed zip member)"
         target = self._cache_path(key, suffix)
         if not target.is_file():
             self._convert(key, target, convert)
-        return np.load(target, mmap_mode="r"), f"memory-mapped from the cache {target}"
+        with open(target, "rb") as handle:
+            cached_shape, cached_dtype, _ = _read_npy_header(handle)
+            offset = handle.tell()
+        return RawRows(target, offset, cached_shape, cached_dtype), f"read from the cache {target}"
 
     def _cache_path(self, key: str, suffix: str) -> Path:
         info = self.members[key]
@@ -161,22 +231,23 @@ class _Npz:
         shape, dtype, _ = self.headers[key]
         convert = convert or (lambda rows: rows)
         row_shape, row_bytes = shape[1:], int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        step = max(1, _COPY_BYTES // max(row_bytes, 1))
         sample = convert(np.zeros((1, *row_shape), dtype=dtype))
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        try:
-            out = np.lib.format.open_memmap(temporary, mode="w+", dtype=sample.dtype, shape=(shape[0], *sample.shape[1:]))
-            with self.zip.open(self.members[key]) as stream:
+        header = {"descr": np.lib.format.dtype_to_descr(sample.dtype), "fortran_order": False,
+                  "shape": (shape[0], *sample.shape[1:])}
+        try:  # plain writes, not a writable memmap: only one chunk is ever held
+            with self.zip.open(self.members[key]) as stream, open(temporary, "wb") as out:
                 _read_npy_header(stream)
-                for start in range(0, shape[0], _COPY_ROWS):
-                    count = min(_COPY_ROWS, shape[0] - start)
+                np.lib.format.write_array_header_2_0(out, header)
+                for start in range(0, shape[0], step):
+                    count = min(step, shape[0] - start)
                     raw = _read_exactly(stream, count * row_bytes)
                     if raw is None:
                         raise self.fail(f"'{key}' is truncated (its data end after {start} rows)")
-                    out[start:start + count] = convert(np.frombuffer(raw, dtype=dtype).reshape(count, *row_shape))
+                    out.write(np.ascontiguousarray(convert(np.frombuffer(raw, dtype=dtype).reshape(count, *row_shape))).data)
                 stream.read(1)  # reaching the end makes zipfile check the member's CRC
-            out.flush()
-            del out
             os.replace(temporary, target)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise self.fail(f"'{key}' cannot be decompressed ({exc})") from None
@@ -255,7 +326,7 @@ class _Store:
     def read(self, rows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def __reduce__(self):  # reopen instead of pickling a memory map (which would copy it) or an h5py handle
+    def __reduce__(self):  # reopen instead of pickling file handles (an h5py file cannot be pickled)
         return type(self), (self.path,)
 
 
@@ -281,17 +352,17 @@ class _DSpritesStore(_Store):
         self.values = [latents[np.arange(sizes[k]) * strides[k], k].astype(np.float64) for k in range(1, 6)]
         self.native_size, self.channels = shape[1], 1
         if npz.stored_offset("imgs") is not None:
-            self.images, self.access = npz.memmap("imgs")
+            self.images, self.access = npz.rows("imgs")
             self.packed = False
         else:  # the real file: deflated; stream once into a bit-packed cache (8 pixels a byte)
-            self.images, self.access = npz.memmap("imgs", convert=lambda rows: np.packbits(rows != 0, axis=-1),
-                                                  suffix="-packbits")
+            self.images, self.access = npz.rows("imgs", convert=lambda rows: np.packbits(rows != 0, axis=-1),
+                                                suffix="-packbits")
             self.packed = True
             if self.images.shape != (n, shape[1], (shape[2] + 7) // 8):
                 raise npz.fail(f"the cache {self.access} does not match; delete it")
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        block = np.asarray(self.images[rows])
+        block = self.images[rows]
         if self.packed:
             block = np.unpackbits(block, axis=-1, count=self.native_size)
         return ((block != 0).astype(np.uint8) * np.uint8(255))[..., None]
@@ -338,18 +409,23 @@ class _Shapes3DStore(_Store):
         if images.chunks is None and offset is not None and images.compression is None:
             if offset + images.size > path.stat().st_size:
                 raise fail("'images' is truncated (the file ends before its data)")
-            self.images = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=images.shape)
-            self.access = "memory-mapped in the file (contiguous HDF5 dataset)"
+            self.images = RawRows(path, offset, images.shape)
+            self.access = "read in place from the file (contiguous HDF5 dataset, no h5py per read)"
         else:
             self.images, self.access = images, f"read through h5py (chunks {images.chunks}, {images.compression})"
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        if isinstance(self.images, np.memmap):
-            return np.asarray(self.images[rows])
+        if isinstance(self.images, RawRows):
+            return self.images[rows]
+        # h5py: one read per run of consecutive rows, in increasing order (measured ~20× faster than
+        # one fancy-index selection of the same rows on a chunked, compressed file)
+        out = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
         try:
-            return self.images[rows.tolist()] if len(rows) else np.empty((0, *self.images.shape[1:]), np.uint8)
-        except OSError as exc:
+            for first, count, at in _runs(rows):
+                self.images.read_direct(out, np.s_[first:first + count], np.s_[at:at + count])
+        except (OSError, ValueError) as exc:
             raise DatasetFileError(f"{self.path}: 'images' cannot be read ({exc})") from None
+        return out
 
 
 class _MPI3DStore(_Store):
@@ -365,10 +441,10 @@ class _MPI3DStore(_Store):
                            f"{'×'.join(map(str, self.factor_sizes))}")
         self.values = [np.arange(s, dtype=np.float64) for s in self.factor_sizes]
         self.native_size = shape[1]
-        self.images, self.access = npz.memmap("images")
+        self.images, self.access = npz.rows("images")
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.images[rows])
+        return self.images[rows]
 
     def __reduce__(self):
         return type(self), (self.path, self.factor_sizes)
