@@ -190,12 +190,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.autocast():
-            result = self.objective(x, self.forward(x), training=True)
+            output = self.forward(x)
+            result = self.objective(x, output, training=True)
         self._check_loss(result)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(result.loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.objective.after_step(x, output)  # e.g. FactorVAE's discriminator step (on detached codes)
         return result
 
     def _check_loss(self, result: ObjectiveResult) -> None:
@@ -233,6 +235,7 @@ class Trainer:
         named = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         for index, state in self.optimizer.state.items():
             named.update({f"optimizer.{index}.{k}": v for k, v in state.items() if isinstance(v, torch.Tensor)})
+        named.update({f"objective.{k}": v for k, v in self.objective.tensors().items()})
         bad = [name for name, value in named.items()
                if value.is_floating_point() and not torch.isfinite(value).all().item()]
         if bad:
@@ -275,6 +278,7 @@ class Trainer:
         if with_training_state:
             optimizer_tensors, optimizer_plain = optimizer_to_flat(self.optimizer)
             tensors.update(optimizer_tensors)
+            tensors.update(with_prefix("objective", self.objective.tensors()))
             tensors["rng.torch"] = torch.get_rng_state()
             if self.device.type == "cuda":
                 tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -292,6 +296,7 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.objective.load_state_dict(state["objective"])
+        self.objective.load_tensors(strip_prefix("objective", tensors))
         self.state = TrainState(state["step"], state["best_val_loss"], state["best_step"])
         if self.workers.is_main:
             self.truncate_logs()

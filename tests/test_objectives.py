@@ -9,12 +9,15 @@ from betavae.objectives import (
     BetaTCVAE,
     BetaVAE,
     CapacityVAE,
+    DIPVAE,
+    FactorVAE,
     build_objective,
     kl_per_dim,
     log_importance_weights,
     reconstruction_loss,
 )
-from betavae.config import validate_config
+from betavae.config import ConfigError, validate_config
+from betavae.objectives.dip_vae import covariance, dip_covariance, dip_penalties
 
 
 def output_for(recon: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, z=None) -> VAEOutput:
@@ -132,9 +135,78 @@ def test_build_objective_reads_each_config_and_passes_the_dataset_size():
     BetaVAE(beta=2.0),
     CapacityVAE(gamma=10.0, capacity_max=5.0, capacity_steps=10),
     BetaTCVAE(dataset_size=100),
+    DIPVAE(kind="ii"),
+    FactorVAE(seed=0, hidden_units=16, hidden_layers=1),
 ])
 def test_each_objective_returns_exactly_the_terms_it_declares(objective):
     torch.manual_seed(0)
     x = torch.rand(8, 1, 2, 2)
     out = output_for(torch.rand(8, 1, 2, 2), torch.randn(8, 3), torch.randn(8, 3) * 0.1)
     assert tuple(objective(x, out).terms) == objective.TERMS
+
+
+# ----------------------------------------------------------------------------------- DIP-VAE
+
+def dip_output(mean: torch.Tensor, variance: torch.Tensor) -> VAEOutput:
+    x = torch.zeros(len(mean), 1, 1, 1)
+    return output_for(x, mean, variance.log())
+
+
+def test_dip_covariance_by_hand():
+    mean = torch.tensor([[2.0, 2.0], [0.0, 0.0]])  # deviations ±(1, 1): Cov[μ] = [[1, 1], [1, 1]] (over B)
+    variance = torch.tensor([[0.5, 3.0], [1.5, 1.0]])  # E[σ²] = [1, 2]
+    posterior = Posterior(mean, variance.log())
+    assert torch.allclose(dip_covariance(posterior, "i"), torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
+    assert torch.allclose(dip_covariance(posterior, "ii"), torch.tensor([[2.0, 1.0], [1.0, 3.0]]))
+    off, diag = dip_penalties(dip_covariance(posterior, "ii"))
+    assert off.item() == pytest.approx(2.0) and diag.item() == pytest.approx(1.0 + 4.0)
+
+
+def test_dip_vae_i_and_ii_losses_by_hand():
+    mean = torch.tensor([[2.0, 2.0], [0.0, 0.0]])
+    variance = torch.tensor([[0.5, 3.0], [1.5, 1.0]])
+    out = dip_output(mean, variance)
+    x = out.recon.clone()  # recon 0 with mse_sum
+    kl = kl_per_dim(out.posterior).sum().item()
+    first = DIPVAE(kind="i", lambda_od=10.0, reconstruction="mse_sum")(x, out)
+    assert first.loss.item() == pytest.approx(kl + 10.0 * 2 + 100.0 * 0.0, rel=1e-5)  # λ_d = 10·λ_od
+    second = DIPVAE(kind="ii", lambda_od=10.0, reconstruction="mse_sum")(x, out)
+    assert second.loss.item() == pytest.approx(kl + 10.0 * 2 + 10.0 * 5, rel=1e-5)  # λ_d = λ_od
+    explicit = DIPVAE(kind="ii", lambda_od=2.0, lambda_d=3.0, reconstruction="mse_sum")(x, out)
+    assert explicit.loss.item() == pytest.approx(kl + 2.0 * 2 + 3.0 * 5, rel=1e-5)
+    assert {k: round(v.item(), 5) for k, v in second.terms.items() if k.startswith("cov")} == \
+        {"cov_offdiag": 2.0, "cov_diag": 5.0}
+
+
+def test_dip_penalty_is_zero_for_whitened_means_and_matches_a_reference_covariance():
+    mean = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])  # Cov[μ] = I exactly
+    out = dip_output(mean, torch.ones(4, 2))
+    result = DIPVAE(kind="i", lambda_od=10.0, reconstruction="mse_sum")(out.recon, out)
+    assert result.terms["cov_offdiag"].item() == 0 and result.terms["cov_diag"].item() == 0
+    torch.manual_seed(0)
+    random = torch.randn(64, 5)
+    assert torch.allclose(covariance(random), torch.cov(random.T, correction=0), atol=1e-6)
+
+
+def test_dip_vae_defaults_and_config():
+    settings = validate_config({"objective": {"name": "dip_vae"}}).objective
+    objective = build_objective(settings, 10)
+    assert (objective.kind, objective.lambda_od, objective.lambda_d) == ("i", 10.0, 100.0)
+    settings = validate_config({"objective": {"name": "dip_vae", "kind": "ii", "lambda_od": 5}}).objective
+    assert build_objective(settings, 10).lambda_d == 5.0
+    with pytest.raises(ConfigError, match="kind"):
+        validate_config({"objective": {"name": "dip_vae", "kind": "iii"}})
+
+
+@pytest.mark.parametrize("objective", [DIPVAE(kind="ii", reconstruction="mse_sum"),
+                                       FactorVAE(seed=0, hidden_units=16, hidden_layers=2, reconstruction="mse_sum")],
+                         ids=["dip_vae", "factor_vae"])
+def test_covariance_and_discriminator_terms_stay_float32_under_autocast(objective):
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 2, 2)
+    out = output_for(x.clone(), torch.randn(16, 6), torch.randn(16, 6) * 0.1)
+    reference = objective(x, out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = objective(x, out)
+    for name, value in reference.terms.items():
+        assert mixed.terms[name].dtype == torch.float32 and torch.equal(mixed.terms[name], value), name

@@ -18,16 +18,20 @@ from betavae.objectives.base import (
 from betavae.objectives.beta import BetaVAE
 from betavae.objectives.beta_tcvae import BetaTCVAE, gaussian_log_density, log_importance_weights
 from betavae.objectives.capacity import CapacityVAE
+from betavae.objectives.dip_vae import DIPVAE
+from betavae.objectives.factor_vae import FactorVAE
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "beta": BetaVAE,
     "capacity": CapacityVAE,
     "beta_tcvae": BetaTCVAE,
+    "factor_vae": FactorVAE,
+    "dip_vae": DIPVAE,
 }
 
 __all__ = [
-    "OBJECTIVES", "RECONSTRUCTIONS", "BetaTCVAE", "BetaVAE", "CapacityVAE", "Objective", "ObjectiveConfig",
-    "ObjectiveResult", "build_objective", "gaussian_log_density", "kl_per_dim", "log_importance_weights",
+    "OBJECTIVES", "RECONSTRUCTIONS", "BetaTCVAE", "BetaVAE", "CapacityVAE", "DIPVAE", "FactorVAE", "Objective",
+    "ObjectiveConfig", "ObjectiveResult", "build_objective", "gaussian_log_density", "kl_per_dim", "log_importance_weights",
     "reconstruction_loss",
 ]
 

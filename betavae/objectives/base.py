@@ -71,6 +71,10 @@ class Objective:
     A subclass declares ``Settings`` (its config section, a :class:`ObjectiveConfig` with a
     ``name: Literal[...]``) and ``TERMS`` (the names of the terms it logs), and overrides
     :meth:`state_dict`/:meth:`load_state_dict` when it has state that must survive a resume.
+
+    An objective with trained parts of its own (FactorVAE's discriminator) also overrides
+    :meth:`after_step`, where it updates them, and :meth:`tensors`/:meth:`load_tensors`, which put
+    their weights and optimiser state into the resumable checkpoint.
     """
 
     Settings: ClassVar[type[ObjectiveConfig]]
@@ -90,3 +94,16 @@ class Objective:
 
     def load_state_dict(self, state: dict) -> None:
         """Restores what :meth:`state_dict` returned."""
+
+    def after_step(self, x: torch.Tensor, output: VAEOutput) -> None:
+        """Called by the trainer after each training step's model update (outside autocast), with
+        that step's batch and model output; an objective that trains parts of its own updates them
+        here. It must treat ``output`` as read-only and detach what it uses. Nothing by default."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Tensor state (weights, optimiser moments, generator state) saved with every resumable
+        checkpoint under ``objective.``; none by default."""
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restores what :meth:`tensors` returned; called after :meth:`load_state_dict`."""
