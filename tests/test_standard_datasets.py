@@ -31,7 +31,8 @@ def _grid(sizes) -> np.ndarray:
 
 
 def write_dsprites(path, compressed=True, grid=DSPRITES_GRID):
-    """dSprites' keys and dtypes: imgs uint8 0/1 (N, 64, 64), latents_values float64, latents_classes int64."""
+    """dSprites' keys and dtypes: imgs uint8 0/1 (N, 64, 64), latents_values float64, latents_classes int64,
+    metadata (an object array)."""
     classes = _grid(grid)
     picks = [np.array([0]), np.arange(3), np.array([0, 5]), np.array([0, 10, 20]), np.array([0, 10, 20, 31]),
              np.array([0, 10, 20, 31])]
@@ -41,7 +42,8 @@ def write_dsprites(path, compressed=True, grid=DSPRITES_GRID):
               np.linspace(0, 1, 32), np.linspace(0, 1, 32)]
     values = np.stack([spaces[k][picks[k][classes[:, k]]] for k in range(6)], axis=1)
     save = np.savez_compressed if compressed else np.savez
-    save(path, imgs=imgs, latents_values=values, latents_classes=classes)
+    metadata = np.array({"description": "as the real file: a pickled dict"}, dtype=object)
+    save(path, imgs=imgs, latents_values=values, latents_classes=classes, metadata=metadata)
     return imgs
 
 
@@ -120,6 +122,8 @@ def test_shapes3d_reads_grid_from_labels_and_images_by_row(tmp_path, chunked):
     assert ("h5py" in access) if chunked else ("read in place" in access)
     rows = np.array([40, 3, 3, 70, 0])  # any order, repeats
     assert np.array_equal(data.render(data.index_to_factors(rows)), images[rows])
+    assert np.array_equal(pickle.loads(pickle.dumps(data)).render(data.index_to_factors(rows)), images[rows])
+    assert np.array_equal(data.read(np.arange(20, 60)), images[20:60])  # one run of consecutive rows
     resized = Shapes3DFile(path, image_size=32).render(data.index_to_factors(rows))
     assert resized.shape == (5, 32, 32, 3) and abs(float(resized.mean()) - float(images[rows].mean())) < 2
 

@@ -106,7 +106,7 @@ class RawRows:
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0)), os.getpid()
         return self._fd
 
     def __getitem__(self, rows) -> np.ndarray:
@@ -118,8 +118,7 @@ class RawRows:
         for first, count, at in _runs(rows):
             want = count * self.row_bytes
             view = memoryview(flat[at * self.row_bytes:at * self.row_bytes + want])
-            got = os.preadv(fd, [view], self.offset + first * self.row_bytes) if hasattr(os, "preadv") else \
-                _pread_into(fd, view, self.offset + first * self.row_bytes)
+            got = _read_at(fd, view, self.offset + first * self.row_bytes)
             if got != want:
                 raise DatasetFileError(f"{self.path} ends inside row {first + got // self.row_bytes} of "
                                        f"{self.shape[0]}: the file is truncated")
@@ -133,10 +132,23 @@ class RawRows:
                 pass
 
 
-def _pread_into(fd: int, view: memoryview, offset: int) -> int:
-    data = os.pread(fd, len(view), offset)
-    view[:len(data)] = data
-    return len(data)
+def _read_at(fd: int, view: memoryview, offset: int) -> int:
+    """Fills ``view`` from ``offset`` (fewer bytes only at the end of the file); returns the count."""
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[done:]], offset + done)
+        elif hasattr(os, "pread"):
+            data = os.pread(fd, len(view) - done, offset + done)
+            view[done:done + len(data)], got = data, len(data)
+        else:  # no positioned reads (Windows): seek and read, one process per descriptor
+            os.lseek(fd, offset + done, os.SEEK_SET)
+            data = os.read(fd, len(view) - done)
+            view[done:done + len(data)], got = data, len(data)
+        if got == 0:
+            break
+        done += got
+    return done
 
 
 # ----- npz members without loading them ---------------------------------------------------------
@@ -147,7 +159,7 @@ class _Npz:
     def __init__(self, path: Path, kind: str, expected: str):
         self.path, self.kind, self.expected = path, kind, expected
         if not path.is_file():
-            raise DatasetFileError(f"{path} does not exist (expected the {kind} file: {expected})")
+            raise DatasetFileError(f"{path} does not exist or is not a file (expected the {kind} file: {expected})")
         try:
             self.zip = zipfile.ZipFile(path)
             self.members = {info.filename[:-4]: info for info in self.zip.infolist() if info.filename.endswith(".npy")}
@@ -378,7 +390,8 @@ class _Shapes3DStore(_Store):
         import h5py
 
         if not path.is_file():
-            raise DatasetFileError(f"{path} does not exist (expected the Shapes3D file: {SHAPES3D_EXPECTED})")
+            raise DatasetFileError(f"{path} does not exist or is not a file (expected the Shapes3D file: "
+                                   f"{SHAPES3D_EXPECTED})")
         try:
             self.file = h5py.File(path, "r")
             found = {k: (v.shape, str(v.dtype)) for k, v in self.file.items() if isinstance(v, h5py.Dataset)}
@@ -413,10 +426,16 @@ class _Shapes3DStore(_Store):
             self.access = "read in place from the file (contiguous HDF5 dataset, no h5py per read)"
         else:
             self.images, self.access = images, f"read through h5py (chunks {images.chunks}, {images.compression})"
+        self._pid = os.getpid()
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         if isinstance(self.images, RawRows):
             return self.images[rows]
+        if self._pid != os.getpid():  # an HDF5 handle must not be shared with a forked process
+            import h5py
+
+            self.file, self._pid = h5py.File(self.path, "r"), os.getpid()
+            self.images = self.file["images"]
         # h5py: one read per run of consecutive rows, in increasing order (measured ~20× faster than
         # one fancy-index selection of the same rows on a chunked, compressed file)
         out = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
