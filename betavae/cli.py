@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -46,12 +47,53 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from betavae.inference import load
-    from betavae.sampling import parse_assignments, prior_codes, write_samples
+    from betavae.samplers import get_sampler
+    from betavae.sampling import parse_assignments, write_samples
 
     trained = load(args.run, args.checkpoint)
     fixed, sweeps = parse_assignments(args.fix, "fix"), parse_assignments(args.sweep, "sweep")
-    z = prior_codes(args.n, trained.latent_dim, args.seed, fixed, sweeps)
-    print(f"wrote {write_samples(trained, z, args.out, nrow=args.nrow)}")
+    if set(fixed) & set(sweeps):
+        raise ValueError("a dimension cannot be both fixed and swept")
+    sampler = get_sampler(trained, args.sampler, progress=True)
+    z = sampler.sample(args.n, args.seed, fixed, sweeps)
+    settings = {**sampler.settings(), "seed": args.seed, "fixed": {str(d): v for d, v in fixed.items()},
+                "sweeps": {str(d): list(pair) for d, pair in sweeps.items()}}
+    print(f"wrote {write_samples(trained, z, args.out, nrow=args.nrow, sampler=settings)}")
+    return 0
+
+
+def _fit_sampler(args: argparse.Namespace) -> int:
+    from betavae.inference import load
+    from betavae.runs import RunPaths
+    from betavae.samplers import fit_sampler
+
+    trained = load(args.run, args.checkpoint)
+    sampler = fit_sampler(trained, args.kind, args.components, args.seed, args.max_images, progress=not args.quiet)
+    if sampler.fitted:
+        print(f"{args.kind}: {json.dumps(sampler.settings())}")
+        print(f"wrote {RunPaths(Path(args.run)).sampler(args.kind)}")
+    else:
+        print(f"{args.kind}: nothing to fit")
+    return 0
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from betavae.data.imageio import SkipImage
+    from betavae.data.transforms import uint8_to_unit
+    from betavae.evaluation.reconstruction import load_image
+    from betavae.figures import image_grid, save_png
+    from betavae.inference import load
+
+    trained = load(args.run, args.checkpoint)
+    ends = []
+    for path in (args.a, args.b):
+        try:
+            ends.append(uint8_to_unit(load_image(path, trained.image_size, trained.channels)[None]))
+        except SkipImage as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    x0, x1 = ends
+    _, images = trained.interpolate(x0, x1, args.steps, spherical=args.spherical)
+    print(f"wrote {save_png(image_grid(images, nrow=args.steps), args.out)}")
     return 0
 
 
@@ -127,7 +169,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append", default=[], metavar="DIM=LOW:HIGH",
                    help="spread latent DIM linearly from LOW to HIGH across the samples")
     p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row (default 8)")
+    p.add_argument("--sampler", choices=_sampler_kinds(), default="prior",
+                   help="where codes come from: prior (N(0, I), default) or gmm (a Gaussian mixture fitted to the "
+                   "training codes; fitted and stored in RUN/samplers/ first when missing). With --fix/--sweep, "
+                   "gmm samples conditioned on the fixed values")
     p.set_defaults(func=_sample)
+
+    p = commands.add_parser("fit-sampler", help="fit a latent sampler to the training codes and store it with the run",
+                            description="Fits a sampler (betavae.samplers) on the posterior means of the training "
+                            "split and stores it as RUN/samplers/KIND.safetensors + KIND.json, keyed to the checkpoint.")
+    _run_arguments(p)
+    p.add_argument("--kind", choices=_sampler_kinds(), default="gmm", help="the sampler (default gmm)")
+    p.add_argument("--components", type=positive_int, default=None,
+                   help="Gaussian mixture components (default: chosen by BIC from 1, 2, 5, 10, 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit and of the image subset (default 0)")
+    p.add_argument("--max-images", type=_count_or_all, default=10_000, metavar="N|all",
+                   help="training images to encode (a seeded subset; default 10000, or all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_fit_sampler)
+
+    p = commands.add_parser("interpolate", help="decode a strip between two images' codes",
+                            description="Encodes two image files (posterior means) and decodes STEPS codes "
+                            "between them, linearly or along the great circle (--spherical).")
+    _run_arguments(p)
+    p.add_argument("a", type=Path, help="the first image file")
+    p.add_argument("b", type=Path, help="the second image file")
+    p.add_argument("--steps", type=_at_least_two, default=8, help="images in the strip, both ends included (default 8)")
+    p.add_argument("--spherical", action="store_true", help="slerp instead of linear interpolation")
+    p.add_argument("--out", type=Path, required=True, help="output PNG")
+    p.set_defaults(func=_interpolate)
 
     p = commands.add_parser("reconstruct", help="validation images beside their reconstructions",
                             description="Grid of validation images (odd rows) and reconstructions from μ (even rows).")
@@ -164,6 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_explore_parser(commands)
     add_export_parser(commands)
     return parser
+
+
+def _sampler_kinds() -> list[str]:
+    from betavae.samplers import SAMPLERS
+
+    return list(SAMPLERS)
+
+
+def _count_or_all(text: str) -> int | None:
+    return None if text == "all" else positive_int(text)
+
+
+def _at_least_two(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("must be at least 2")
+    return value
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:

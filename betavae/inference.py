@@ -75,6 +75,19 @@ class TrainedModel:
         z = prior_codes(n, self.latent_dim, seed)
         return z, self.decode(z)
 
+    def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8,
+                    spherical: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes and images of ``steps`` points from image ``x0``'s posterior mean μ to ``x1``'s (both
+        ends included): linear in μ, or along the great circle between them (slerp; linear when the
+        two codes are parallel). ``x0``/``x1``: one image ``(C, H, W)`` or ``(1, C, H, W)`` in [0, 1]."""
+        if steps < 2:
+            raise ValueError("interpolate needs at least 2 steps")
+        ends = [torch.as_tensor(x, dtype=torch.float32).reshape(1, self.channels, self.image_size, self.image_size)
+                for x in (x0, x1)]
+        mu = self.encode(torch.cat(ends)).mean.double()
+        z = interpolate_codes(mu[0], mu[1], steps, spherical).float()
+        return z, self.decode(z)
+
     def data(self) -> ImageData:
         """The run's dataset (rebuilt from its config; cached)."""
         if self._data is None:
@@ -163,6 +176,18 @@ def _read_weights(paths: RunPaths, checkpoint: str) -> tuple[dict[str, torch.Ten
             raise DamagedCheckpointError(f"{exc}; and the fallback: {also}") from None
         warnings.warn(f"{exc}; using {paths.last} instead", stacklevel=3)
         return tensors, paths.last
+
+
+def interpolate_codes(a: torch.Tensor, b: torch.Tensor, steps: int, spherical: bool = False) -> torch.Tensor:
+    """``steps`` codes from ``a`` to ``b`` (ends included): linear, or slerp
+    sin((1−t)Ω)/sin Ω · a + sin(tΩ)/sin Ω · b with Ω the angle between them."""
+    t = torch.linspace(0, 1, steps, dtype=a.dtype).unsqueeze(1)
+    if spherical:
+        cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+        omega = torch.arccos(cos.clamp(-1, 1))
+        if float(torch.sin(omega)) > 1e-6:
+            return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+    return (1 - t) * a + t * b
 
 
 def kl_per_dim(trained: TrainedModel, x01: torch.Tensor) -> np.ndarray:

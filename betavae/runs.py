@@ -80,6 +80,14 @@ class RunPaths:
         """The stored ranking of the latent dimensions (:mod:`betavae.latents`)."""
         return self.root / "latents.json"
 
+    def sampler(self, kind: str) -> Path:
+        """A latent sampler fitted after training (:mod:`betavae.samplers`): its parameters."""
+        return self.root / "samplers" / f"{kind}.safetensors"
+
+    def sampler_info(self, kind: str) -> Path:
+        """A fitted sampler's settings and the checkpoint digest it was fitted to."""
+        return self.root / "samplers" / f"{kind}.json"
+
     @property
     def eval(self) -> Path:
         return self.root / "eval"
@@ -115,7 +123,7 @@ class RunPaths:
 # config.yaml and nothing outside this list, so it can never wipe a user's data by a typo.
 RUN_ENTRIES = frozenset({
     "config.yaml", "run.json", "metrics", "checkpoints", "figures", "index.html", "eval",
-    "latents.json", "tensorboard", ".lock", "error.txt",
+    "latents.json", "samplers", "tensorboard", ".lock", "error.txt",
 })
 
 

@@ -1,7 +1,8 @@
 """Synthetic data from the prior: seeded codes with chosen dimensions fixed or swept.
 
 :func:`prior_codes` is betavae's one draw from the prior: samples, figures, FID samples and the
-explorer's random codes all come from it, so one seed gives the same codes everywhere."""
+explorer's random codes all come from it, so one seed gives the same codes everywhere. Samplers
+fitted after training (:mod:`betavae.samplers`) draw codes "like the data" instead."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,8 +51,9 @@ def _check_dim(dim: int, latent_dim: int) -> None:
         raise ValueError(f"latent dimension {dim} does not exist (this model has 0..{latent_dim - 1})")
 
 
-def write_samples(trained, z: torch.Tensor, out: str | Path, nrow: int = 8) -> Path:
-    """Decodes ``z``; writes a grid when ``out`` ends in .png, else a folder of PNGs with a manifest."""
+def write_samples(trained, z: torch.Tensor, out: str | Path, nrow: int = 8, sampler: dict | None = None) -> Path:
+    """Decodes ``z``; writes a grid when ``out`` ends in .png, else a folder of PNGs with a manifest
+    (which names the ``sampler`` settings the codes came from, when given)."""
     from betavae.figures import image_grid, save_png  # matplotlib: only where images are written
 
     out = Path(out)
@@ -66,5 +68,8 @@ def write_samples(trained, z: torch.Tensor, out: str | Path, nrow: int = 8) -> P
         with atomic_path(out / name) as tmp:
             Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile).save(tmp, format="PNG")
         entries.append({"file": name, "z": [round(float(v), 6) for v in z[i]]})
-    write_json(out / "manifest.json", {"run": str(trained.run_dir), "latent_dim": trained.latent_dim, "samples": entries})
+    manifest = {"run": str(trained.run_dir), "latent_dim": trained.latent_dim}
+    if sampler is not None:
+        manifest["sampler"] = sampler
+    write_json(out / "manifest.json", {**manifest, "samples": entries})
     return out

@@ -1,0 +1,154 @@
+"""Latent samplers (betavae.samplers): conditioning formulas, stored fits, the sample/fit-sampler commands."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from betavae.cli import main
+from betavae.inference import load
+from betavae.latents import latent_ranking
+from betavae.runs import RunPaths
+from betavae.samplers import (
+    SAMPLERS,
+    GMMSampler,
+    PriorSampler,
+    condition_mixture,
+    fit_gmm,
+    fit_sampler,
+    get_sampler,
+    stored_sampler,
+)
+from betavae.sampling import prior_codes
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+def _two_component_2d():
+    weights = np.array([0.3, 0.7])
+    means = np.array([[0.0, 1.0], [2.0, -1.0]])
+    covs = np.array([[[1.0, 0.5], [0.5, 2.0]], [[0.5, -0.2], [-0.2, 1.0]]])
+    return weights, means, covs
+
+
+def test_conditioning_a_2d_mixture_matches_the_hand_formulas():
+    weights, means, covs = _two_component_2d()
+    v = 1.5  # condition dimension 0 on 1.5; dimension 1 is free
+    w, m, c = condition_mixture(weights, means, covs, [0], np.array([v]))
+    # Per component: mean μ1 + Σ10/Σ00 (v − μ0), variance Σ11 − Σ10²/Σ00.
+    assert m[0, 0] == pytest.approx(1.0 + 0.5 / 1.0 * (1.5 - 0.0))
+    assert m[1, 0] == pytest.approx(-1.0 + -0.2 / 0.5 * (1.5 - 2.0))
+    assert c[0, 0, 0] == pytest.approx(2.0 - 0.25 / 1.0)
+    assert c[1, 0, 0] == pytest.approx(1.0 - 0.04 / 0.5)
+    # Weights ∝ w_k N(v; μ_k0, Σ_k00).
+    like = [0.3 * np.exp(-0.5 * 1.5**2 / 1.0) / np.sqrt(2 * np.pi * 1.0),
+            0.7 * np.exp(-0.5 * 0.5**2 / 0.5) / np.sqrt(2 * np.pi * 0.5)]
+    assert w == pytest.approx(np.array(like) / sum(like))
+
+
+def test_conditioning_on_nothing_keeps_the_mixture_and_far_values_do_not_underflow():
+    weights, means, covs = _two_component_2d()
+    w, m, c = condition_mixture(weights, means, covs, [], np.array([]))
+    assert np.allclose(w, weights) and np.allclose(m, means) and np.allclose(c, covs)
+    w, _, _ = condition_mixture(weights, means, covs, [0], np.array([500.0]))
+    assert np.isfinite(w).all() and w.sum() == pytest.approx(1.0)
+
+
+def test_gmm_conditional_samples_have_the_conditional_moments_and_exact_fixed_values():
+    weights, means, covs = _two_component_2d()
+    sampler = GMMSampler(3, [0, 2], weights, means, covs)  # dim 1 inactive: N(0, 1)
+    z = sampler.sample(40_000, seed=1, fixed={0: 1.5}).double().numpy()
+    assert (z[:, 0] == np.float32(1.5)).all()
+    w, m, c = condition_mixture(weights, means, covs, [0], np.array([1.5]))
+    expected_mean = float(w @ m[:, 0])
+    expected_var = float(w @ (c[:, 0, 0] + m[:, 0] ** 2) - expected_mean**2)
+    assert z[:, 2].mean() == pytest.approx(expected_mean, abs=0.03)
+    assert z[:, 2].var() == pytest.approx(expected_var, rel=0.05)
+    assert z[:, 1].mean() == pytest.approx(0, abs=0.03) and z[:, 1].std() == pytest.approx(1, abs=0.03)
+
+
+def test_gmm_unconditioned_samples_follow_the_mixture_and_are_seeded():
+    weights, means, covs = _two_component_2d()
+    sampler = GMMSampler(2, [0, 1], weights, means, covs)
+    z = sampler.sample(40_000, seed=3).double().numpy()
+    assert z.mean(0) == pytest.approx(weights @ means, abs=0.04)
+    assert torch.equal(sampler.sample(5, seed=7), sampler.sample(5, seed=7))
+    assert not torch.equal(sampler.sample(5, seed=7), sampler.sample(5, seed=8))
+
+
+def test_a_sweep_conditions_each_row_and_sets_the_swept_values_exactly():
+    weights, means, covs = _two_component_2d()
+    sampler = GMMSampler(2, [0, 1], weights, means, covs)
+    z = sampler.sample(9, seed=0, sweeps={0: (-2.0, 2.0)}, fixed=None)
+    assert torch.allclose(z[:, 0], torch.linspace(-2, 2, 9))
+    z = sampler.sample(4, seed=0, fixed={1: 0.25}, sweeps={0: (-1.0, 1.0)})
+    assert (z[:, 1] == 0.25).all() and torch.allclose(z[:, 0], torch.linspace(-1, 1, 4))
+    with pytest.raises(ValueError, match="does not exist"):
+        sampler.sample(2, fixed={5: 0.0})
+    with pytest.raises(ValueError, match="both fixed and swept"):
+        sampler.sample(2, fixed={0: 0.0}, sweeps={0: (0.0, 1.0)})
+
+
+def test_the_prior_sampler_is_prior_codes():
+    assert list(SAMPLERS) == ["prior", "gmm"]
+    sampler = PriorSampler(4)
+    assert torch.equal(sampler.sample(6, 2, {1: 0.5}, {2: (-1.0, 1.0)}), prior_codes(6, 4, 2, {1: 0.5}, {2: (-1.0, 1.0)}))
+
+
+def test_bic_picks_two_components_for_two_clusters():
+    rng = np.random.default_rng(0)
+    codes = np.concatenate([rng.normal(-4, 0.5, (300, 2)), rng.normal(4, 0.5, (300, 2))])
+    weights, means, covs, chosen = fit_gmm(codes, seed=0)
+    assert chosen["components"] == 2 and chosen["chosen_by"] == "BIC" and set(chosen["bic"]) == {"1", "2", "5", "10", "20"}
+    assert sorted(means[:, 0].round()) == [-4, 4] and covs.shape == (2, 2, 2)
+    assert fit_gmm(codes, components=5)[3]["components"] == 5
+
+
+def test_a_fitted_sampler_is_stored_reloaded_and_refitted_for_a_new_checkpoint(run_copy):
+    trained = load(run_copy)
+    sampler = fit_sampler(trained, "gmm", components=2, seed=0)
+    paths = RunPaths(run_copy)
+    assert paths.sampler("gmm").is_file() and paths.sampler_info("gmm").is_file()
+    info = json.loads(paths.sampler_info("gmm").read_text())
+    assert info["components"] == 2 and info["active_dims"] == latent_ranking(trained).active
+    assert info["fit_images"] == 192 and "posterior means" in info["fit_codes"]
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in paths.root.rglob("*"))
+    again = stored_sampler(trained, "gmm")
+    assert again is not None and np.allclose(again.covariances, sampler.covariances)
+    assert torch.equal(again.sample(8, seed=4), sampler.sample(8, seed=4))
+    # A different checkpoint (last instead of best) has another digest: the stored fit does not apply.
+    if paths.last.read_bytes() != paths.best.read_bytes():
+        assert stored_sampler(load(run_copy, "last"), "gmm") is None
+    info["checkpoint_sha256"] = "0" * 64
+    paths.sampler_info("gmm").write_text(json.dumps(info))
+    assert stored_sampler(trained, "gmm") is None
+    refit = get_sampler(trained, "gmm", components=1)
+    assert refit.components == 1 and stored_sampler(trained, "gmm").components == 1
+
+
+def test_fitting_refuses_a_run_without_a_training_split(run_copy, monkeypatch):
+    trained = load(run_copy)
+    data = trained.data()
+    monkeypatch.setattr(data, "train_indices", np.array([], dtype=np.int64))
+    with pytest.raises(ValueError, match="no training split"):
+        fit_sampler(trained, "gmm")
+
+
+def test_the_sample_and_fit_sampler_commands(run_copy, tmp_path, capsys):
+    assert main(["fit-sampler", str(run_copy), "--kind", "gmm", "--components", "2", "--quiet"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    out = tmp_path / "samples"
+    assert main(["sample", str(run_copy), "-n", "5", "--sampler", "gmm", "--fix", "0=1.25", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sampler"]["kind"] == "gmm" and manifest["sampler"]["components"] == 2
+    assert manifest["sampler"]["fixed"] == {"0": 1.25} and all(s["z"][0] == 1.25 for s in manifest["samples"])
+    assert main(["sample", str(run_copy), "-n", "4", "--out", str(tmp_path / "grid.png")]) == 0
+    assert main(["sample", str(run_copy), "-n", "4", "--fix", "0=1", "--sweep", "0=-1:1",
+                 "--out", str(tmp_path / "g.png")]) == 2
+    assert "both fixed and swept" in capsys.readouterr().err
