@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from betavae.config import ConfigError, RunConfig
 from betavae.evaluation.disentanglement import factor_scores
 from betavae.evaluation.headline import SCORES, Headline, HeadlineError, headline_of
@@ -18,9 +20,10 @@ from betavae.evaluation.reconstruction import IMAGE_METRICS
 from betavae.evaluation.scores import Score
 from betavae.latents import ACTIVE_KL_NATS
 from betavae.runs import RunPaths, read_config, read_csv
-from betavae.study.spec import CellIdentity
+from betavae.study.spec import CellIdentity, cell_name
 
 BETA = "objective.beta"
+SEED = "train.seed"  # a grid over it repeats each setting with other seeds (aggregated: SettingResult)
 HOLDS, FAILS, PARTLY, UNCHECKED = "holds", "does not hold", "partly", "not checked"
 FACTOR_SCORES: tuple[Score, ...] = tuple(factor_scores())
 # The scores ranked across cells ("best on every metric", "worst dataset"): the article's, i.e. every
@@ -76,6 +79,56 @@ class CellResult(CellIdentity):
         return self.headline.value(key) if self.headline is not None else None
 
 
+def setting_values(values: dict) -> dict:
+    """A cell's values without :data:`SEED`: what names its setting."""
+    return {k: v for k, v in values.items() if k != SEED}
+
+
+def has_seeds(results: list[CellResult]) -> bool:
+    """True when the study sweeps :data:`SEED` (some cell names its seed)."""
+    return any(SEED in r.values for r in results)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettingResult(CellResult):
+    """The cells of one setting (same dataset, group and values but the seed) as one result: its
+    :meth:`value` is the median over the seeds that have it. Identity, config and headline (so that
+    ``finished`` holds) come from its first finished seed."""
+
+    members: tuple[CellResult, ...] = ()
+
+    def value(self, key: str) -> float | None:
+        found = [v for c in self.members if c.finished and (v := c.value(key)) is not None]
+        return float(np.median(found)) if found else None
+
+    def values_of(self, key: str) -> list[tuple[object, float]]:
+        """(seed, value) of every finished seed that has ``key``."""
+        return [(c.values.get(SEED), v) for c in self.members if c.finished and (v := c.value(key)) is not None]
+
+    @property
+    def seeds(self) -> list:
+        """The seeds of the finished cells of the setting."""
+        return [c.values.get(SEED) for c in self.members if c.finished]
+
+
+def by_setting(results: list[CellResult]) -> list[SettingResult]:
+    """The cells grouped by setting (values without :data:`SEED`), in the order settings first appear."""
+    groups: dict[tuple, list[CellResult]] = {}
+    for r in results:
+        groups.setdefault((r.dataset, r.group, repr(sorted(setting_values(r.values).items()))), []).append(r)
+    settings = []
+    for cells in groups.values():
+        first = next((c for c in cells if c.finished), cells[0])
+        values = setting_values(first.values)
+        state = "finished" if any(c.finished for c in cells) else first.state
+        settings.append(SettingResult(
+            name=cell_name(first.dataset, values), dataset=first.dataset, values=values, group=first.group,
+            article=first.article, label=first.label, state=state, error=first.error, run=first.run,
+            config=first.config, headline=first.headline, reconstruction=first.reconstruction,
+            final_val=first.final_val, members=tuple(cells)))
+    return settings
+
+
 def _config(paths: RunPaths) -> RunConfig | None:
     try:
         return read_config(paths.root) if paths.config.is_file() else None
@@ -96,11 +149,25 @@ class Finding:
 
 
 def check_findings(results: list[CellResult], grid_keys: list[str]) -> list[Finding]:
-    """Every finding of the article (docs/study.md §8) checked on the finished cells, in order."""
-    return [smaller_beta_lower_reconstruction(results), smaller_beta_higher_kl(results),
-            larger_beta_fewer_active_dims(results), larger_beta_lower_ssim(results), celeba_best(results),
-            batik_worst(results), disentangle_poorly(results), larger_beta_lower_fid(results),
-            architecture_hurts_batik(results, grid_keys)]
+    """Every finding of the article (docs/study.md §8) checked on the finished cells, in order.
+
+    When the study sweeps :data:`SEED`, each setting's seeds count as one result whose every number
+    is the median over its seeds (:class:`SettingResult`), and each proxy says so."""
+    seeds = has_seeds(results)
+    if seeds:
+        results = by_setting(results)
+        grid_keys = [k for k in grid_keys if k != SEED]
+    findings = [smaller_beta_lower_reconstruction(results), smaller_beta_higher_kl(results),
+                larger_beta_fewer_active_dims(results), larger_beta_lower_ssim(results), celeba_best(results),
+                batik_worst(results), disentangle_poorly(results), larger_beta_lower_fid(results),
+                architecture_hurts_batik(results, grid_keys)]
+    if seeds:
+        for finding in findings:
+            finding.proxy += f"; {MEDIANS}"
+    return findings
+
+
+MEDIANS = "per-setting medians over seeds"
 
 
 def tally(k: int, n: int) -> str:

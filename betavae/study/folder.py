@@ -8,6 +8,7 @@
       cells/CELL/         a run folder per cell (config.yaml, metrics/, checkpoints/, eval/), and
                           error.txt: every failed attempt's traceback, headed with its number and time
       report.html         the comparison report (``betavae report``)
+      udr.json            per setting with ≥ 2 seeds: its cells' UDR, pair scores, active dims (report)
       tables/             the report's tables as CSV and Markdown
 """
 from __future__ import annotations
@@ -38,6 +39,10 @@ class StudyPaths:
     @property
     def state(self) -> Path:
         return self.root / "study.json"
+
+    @property
+    def udr(self) -> Path:
+        return self.root / "udr.json"
 
     @property
     def report(self) -> Path:

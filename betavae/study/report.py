@@ -16,20 +16,24 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from betavae.evaluation.figure_set import FIGURES  # noqa: E402
 from betavae.evaluation.headline import SCORES  # noqa: E402
 from betavae.evaluation.reconstruction import IMAGE_METRICS  # noqa: E402
-from betavae.evaluation.scores import SAMPLE_QUALITY_SCORES, Score  # noqa: E402
+from betavae.evaluation.scores import LATENT_SCORES, SAMPLE_QUALITY_SCORES, Score  # noqa: E402
 from betavae.figures import CURVE_TERMS, figure_png, image_grid, image_png, plot_log, with_row_labels  # noqa: E402
-from betavae.fileio import write_text  # noqa: E402
+from betavae.fileio import write_json, write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
 from betavae.runs import RunPaths, read_csv  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
-from betavae.study.findings import FACTOR_SCORES, CellResult, Finding, check_findings  # noqa: E402
+from betavae.study.findings import (  # noqa: E402
+    FACTOR_SCORES, MEDIANS, SEED, CellResult, Finding, SettingResult, by_setting, check_findings, has_seeds)
 from betavae.study.folder import STATES, StudyPaths, read_state  # noqa: E402
 from betavae.study.spec import display_key  # noqa: E402
+from betavae.study.udr import (  # noqa: E402
+    MIN_CORRELATION_MODELS, ONE_SEED, UDR_IMAGES, UDR_SCORE, UDR_SIMILARITY, StudyUDR, study_udr, udr_correlations)
 
 DASH = "—"
 PSNR_CAVEAT = ("The article does not say on which pixel scale PSNR was computed; PSNR near 29 dB beside SSIM near "
@@ -62,13 +66,19 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     results = collect(paths.root, state)
     grid_keys = state.get("grid_keys", [])
     findings = check_findings(results, grid_keys)
+    found = study_udr(results) if has_seeds(results) else None
     tables = {"table2": table2(results, grid_keys), "table3": table3(results, grid_keys), "table4": table4(results),
-              "disentanglement": disentanglement_table(results), "findings": findings_table(findings)}
+              "disentanglement": disentanglement_table(results, found), "findings": findings_table(findings)}
+    if found is not None:
+        write_json(paths.udr, {"similarity": UDR_SIMILARITY, "images": UDR_IMAGES, "scores": found.scores,
+                               "reasons": found.reasons, "settings": found.details})
+        tables.update(seeds=seeds_table(results, found), seeds_long=seeds_long_table(results, found),
+                      udr_correlation=udr_correlation_table(results, found))
     tables = {key: table for key, table in tables.items() if table is not None}
     for table in tables.values():
         write_table(paths.tables, table)
     out = Path(out) if out else paths.report
-    write_text(out, _page(state, results, tables))
+    write_text(out, _page(state, results, tables, found))
     return out
 
 
@@ -121,14 +131,83 @@ def table4(results: list[CellResult]) -> Table:
     return Table("table4_extra_cells", columns, rows)
 
 
-def disentanglement_table(results: list[CellResult]) -> Table | None:
-    """Ground-truth factor scores of the cells that have them, or None when no cell has any."""
-    scored = [r for r in results if r.finished and any(r.value(s.key) is not None for s in FACTOR_SCORES)]
+def disentanglement_table(results: list[CellResult], found: StudyUDR | None = None) -> Table | None:
+    """Ground-truth factor scores of the cells that have them, or None when no cell has any; with
+    ``found`` (a study sweeping seeds) each cell's UDR beside them (— when its setting has one seed)."""
+    scored = [r for r in results if r.finished and (any(r.value(s.key) is not None for s in FACTOR_SCORES)
+                                                    or (found is not None and found.value(r.name) is not None))]
     if not scored:
         return None
     shown = [s for s in FACTOR_SCORES if any(r.value(s.key) is not None for r in scored)]
-    rows = [[r.shown_label, r.describe(), *(_shown(r, s) for s in shown)] for r in scored]
-    return Table("disentanglement", ["dataset", "settings", *(s.label for s in shown)], rows)
+    rows = [[r.shown_label, r.describe(), *(_shown(r, s) for s in shown),
+             *([UDR_SCORE.format(found.value(r.name))] if found is not None else [])] for r in scored]
+    udr_column = [UDR_SCORE.label] if found is not None else []
+    return Table("disentanglement", ["dataset", "settings", *(s.label for s in shown), *udr_column], rows)
+
+
+def summarised_scores(results: list[CellResult]) -> list[Score]:
+    """The :data:`SCORES` entries aggregated over seeds: every ranked score (image, sample-quality and
+    factor scores) and the latent counts, in registry order, that some finished cell has."""
+    return [s for s in SCORES.values() if (s.better or s in LATENT_SCORES)
+            and any(r.finished and r.value(s.key) is not None for r in results)]
+
+
+def spread(score: Score, values: list[float]) -> str:
+    """Median, interquartile range and min–max of one setting's values over its seeds (the value
+    alone for one seed; — for none). Quartiles: numpy's linear interpolation."""
+    if not values:
+        return DASH
+    if len(values) == 1:
+        return _number(score, values[0])
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return (f"{_number(score, median)} (IQR {_number(score, q1)}–{_number(score, q3)}; "
+            f"range {_number(score, min(values))}–{_number(score, max(values))})")
+
+
+def _number(score: Score, value: float) -> str:
+    return f"{value:g}" if score.integer else f"{value:.{score.digits}f}"
+
+
+def _seed_count(setting: SettingResult) -> str:
+    done = len(setting.seeds)
+    other = len(setting.members) - done
+    return f"{done} seed{'' if done == 1 else 's'}" + (f" ({other} not finished)" if other else "")
+
+
+def _udr_values(setting: SettingResult, found: StudyUDR) -> list[float]:
+    return [v for c in setting.members if (v := found.value(c.name)) is not None]
+
+
+def seeds_table(results: list[CellResult], found: StudyUDR) -> Table:
+    """One row per setting (a cell's values without the seed): each summarised score as median (IQR;
+    min–max) over the setting's finished seeds, and the UDR of its models the same way."""
+    scores = summarised_scores(results)
+    rows = []
+    for setting in by_setting(results):
+        row = [setting.shown_label, setting.describe(), _seed_count(setting)]
+        row += [spread(s, [v for _, v in setting.values_of(s.key)]) for s in scores]
+        rows.append(row + [spread(UDR_SCORE, _udr_values(setting, found))])
+    return Table("seeds", ["dataset", "settings", "seeds", *(s.label for s in scores), UDR_SCORE.label], rows)
+
+
+def seeds_long_table(results: list[CellResult], found: StudyUDR) -> Table:
+    """:func:`seeds_table` as numbers, one row per setting and score (for analysis; not on the page)."""
+    rows = []
+    for setting in by_setting(results):
+        series = [(s, [v for _, v in setting.values_of(s.key)]) for s in summarised_scores(results)]
+        for score, values in series + [(UDR_SCORE, _udr_values(setting, found))]:
+            if values:
+                q1, median, q3 = np.percentile(values, [25, 50, 75])
+                numbers = [f"{x:.6g}" for x in (median, q1, q3, min(values), max(values))]
+                rows.append([setting.shown_label, setting.describe(), score.key, str(len(values)), *numbers])
+    return Table("seeds_long", ["dataset", "settings", "score", "seeds", "median", "q1", "q3", "min", "max"], rows)
+
+
+def udr_correlation_table(results: list[CellResult], found: StudyUDR) -> Table:
+    """Spearman rank correlation between the models' UDR and each ground-truth factor score."""
+    rows = [[score.label, str(n), DASH if rho is None else f"{rho:+.3f}", note or DASH]
+            for score, n, rho, note in udr_correlations(results, found, list(FACTOR_SCORES))]
+    return Table("udr_correlation", ["supervised score", "models", "Spearman ρ with UDR", "note"], rows)
 
 
 def findings_table(findings: list[Finding]) -> Table:
@@ -238,6 +317,37 @@ def fig9(results: list[CellResult]) -> bytes | None:
     return figure_png(figure)
 
 
+def seeds_figure(results: list[CellResult], found: StudyUDR | None) -> bytes | None:
+    """One panel per summarised score (and UDR): the settings along x, a dot per seed, a bar at the median."""
+    settings = [s for s in by_setting(results) if s.seeds]
+    panels = [(score, [[v for _, v in setting.values_of(score.key)] for setting in settings])
+              for score in summarised_scores(results)]
+    if found is not None:
+        panels.append((UDR_SCORE, [_udr_values(setting, found) for setting in settings]))
+    panels = [(score, points) for score, points in panels if any(points)]
+    if not settings or not panels:
+        return None
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    several = len({s.shown_label for s in settings}) > 1
+    labels = [f"{s.shown_label}: {s.describe()}" if several else s.describe() for s in settings]
+    for axis, (score, points) in zip(axes.flat, panels):
+        for x, values in enumerate(points):
+            if values:
+                jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+                axis.scatter(x + np.asarray(jitter), values, s=16, color="C0", alpha=0.8, zorder=3)
+                axis.hlines(np.median(values), x - 0.25, x + 0.25, color="k", lw=1.5, zorder=4)
+        axis.set_title(score.label)
+        axis.set_xticks(range(len(settings)), labels, rotation=35, ha="right", fontsize="small")
+        axis.set_xlim(-0.6, len(settings) - 0.4)
+        axis.grid(alpha=0.3, axis="y")
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    return figure_png(figure)
+
+
 def _settled_range(logs: list[list[dict]], term: str, skip: float = 0.05) -> tuple[float, float]:
     """The y range of a term in each cell's log rows after the first ``skip`` of training (the first
     steps' spike would flatten the rest)."""
@@ -279,7 +389,7 @@ def _grid_by_dataset(results: list[CellResult]) -> dict[str, list[CellResult]]:
 
 # ------------------------------------------------------------------------------------------------- page
 
-def _page(state: dict, results: list[CellResult], tables: dict[str, Table]) -> str:
+def _page(state: dict, results: list[CellResult], tables: dict[str, Table], found: StudyUDR | None = None) -> str:
     """The whole HTML page: a contents line, then one section per (id, title, body)."""
     name = html.escape(state.get("name", "study"))
     sections = [("overview", "Overview", _overview(state, results)),
@@ -291,9 +401,11 @@ def _page(state: dict, results: list[CellResult], tables: dict[str, Table]) -> s
                     f"{DASH}: evaluated without FID.")),
                 ("table4", "Table 4 — extra cells", _html_table(tables["table4"]) if tables["table4"].rows
                  else _note("The study has no extra cells."))]
+    if "seeds" in tables:
+        sections.append(("seeds", "Seeds — median and spread per setting", _seeds_body(results, tables, found)))
     if "disentanglement" in tables:
         sections.append(("disentanglement", "Disentanglement (ground-truth factors)",
-                         _html_table(tables["disentanglement"])))
+                         _html_table(tables["disentanglement"]) + _udr_body(tables, found)))
     sections += [("findings", "Findings of the article, checked", _html_table(tables["findings"]) + _note(
                      "Each finding is checked with the measurable proxy named beside it; β is compared only within "
                      "a dataset among grid cells that differ in nothing else.")),
@@ -304,6 +416,32 @@ def _page(state: dict, results: list[CellResult], tables: dict[str, Table]) -> s
     body = "\n".join(f'<section><h2 id="{key}">{html.escape(title)}</h2>{text}</section>' for key, title, text in sections)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>betavae study {name}</title>'
             f"<style>{STYLE}</style></head>\n<body><h1>Study {name}</h1><p>{contents}</p>\n{body}\n</body></html>\n")
+
+
+def _seeds_body(results: list[CellResult], tables: dict[str, Table], found: StudyUDR | None) -> str:
+    png = seeds_figure(results, found)
+    figure = _img(png, "Every seed's value (dots) and the median (bar) per setting, one panel per score") if png else ""
+    return (_html_table(tables["seeds"]) + _note(
+        f"The study sweeps {SEED}: each row is one setting (the cells' values without the seed). Every score is "
+        "the median over the setting's finished seeds, then (IQR q1–q3; range min–max), quartiles by linear "
+        f"interpolation; a setting with one seed shows its value and “1 seed”. UDR: {DASH} where the setting "
+        f"{ONE_SEED}. The findings compare settings by these medians. The numbers: tables/seeds_long.csv.")
+        + figure)
+
+
+def _udr_body(tables: dict[str, Table], found: StudyUDR | None) -> str:
+    if found is None:
+        return _note("UDR (unsupervised disentanglement ranking) compares a model with other seeds of its setting; "
+                     f"this study has one seed per setting (sweep {SEED} in the grid to get it).")
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in found.reasons.items())
+    text = _note(f"UDR (Duan et al. 2020): each model's codes (encoder means) of the same {UDR_IMAGES} validation "
+                 f"images are compared with those of the other seeds of its setting ({UDR_SIMILARITY} similarity, "
+                 "dimensions with mean KL ≤ 0.01 nats dropped); a model's UDR is the median of its pair scores. "
+                 f"No labels needed. {DASH}: " + (reasons or "no UDR") + ". Details: udr.json.")
+    return (text + "<h3 id=\"udr-correlation\">UDR against the supervised scores</h3>"
+            + _html_table(tables["udr_correlation"])
+            + _note(f"Spearman rank correlation over the study's models that have both numbers (at least "
+                    f"{MIN_CORRELATION_MODELS}); positive: UDR ranks the models as the supervised score does."))
 
 
 def _note(text: str) -> str:
