@@ -152,3 +152,49 @@ def test_the_sample_and_fit_sampler_commands(run_copy, tmp_path, capsys):
     assert main(["sample", str(run_copy), "-n", "4", "--fix", "0=1", "--sweep", "0=-1:1",
                  "--out", str(tmp_path / "g.png")]) == 2
     assert "both fixed and swept" in capsys.readouterr().err
+
+
+class _StandIn(torch.nn.Module):
+    """A tiny fixed feature network (no Inception weights in tests)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, kernel_size=23, stride=23)
+        self.images_seen = 0
+
+    def forward(self, x):
+        self.images_seen += len(x)
+        return torch.nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 1).flatten(1)
+
+
+def test_sample_quality_compares_samplers_side_by_side_on_one_feature_pass_each(run_copy, tmp_path):
+    from betavae.evaluation.run_eval import EvalOptions, _headline_values
+    from betavae.evaluation.sample_quality import sample_quality
+    from betavae.metrics.fid import FeatureExtractor
+
+    network = _StandIn()
+    extractor = FeatureExtractor(network, "stand-in:samplers", batch_size=32, progress=False, record={"network": "stand-in"})
+    trained = load(run_copy)
+    with pytest.warns(UserWarning, match="below 2048"):
+        quality = sample_quality(trained, extractor, 40, "all", with_kid=True, cache_dir=tmp_path / "cache",
+                                 samplers=["gmm"])
+    assert network.images_seen == 192 + 40 + 40  # the reference once, each sampler's samples once
+    assert set(quality["samplers"]) == {"prior", "gmm"}
+    for kind, row in quality["samplers"].items():
+        assert {"fid", "kid", "kid_std", "precision", "recall", "density", "coverage"} <= set(row), kind
+        assert 0 <= row["precision"] <= 1 and 0 <= row["coverage"] <= 1 and row["sampler"]["kind"] == kind
+    assert quality["samplers"]["prior"]["fid"] == quality["fid"] and quality["precision"] == quality["samplers"]["prior"]["precision"]
+    assert quality["prdc_settings"]["precision_recall_k"] == 3 and quality["prdc_settings"]["density_coverage_k"] == 5
+    assert RunPaths(run_copy).sampler("gmm").is_file()  # fitted on demand and stored
+    values = _headline_values({}, quality, latent_ranking(trained), None)
+    assert {"fid", "precision", "recall", "density", "coverage"} <= set(values)
+    assert EvalOptions(samplers=["gmm"]).samplers == ["prior", "gmm"]
+    with pytest.raises(ValueError, match="no sampler 'vamp'"):
+        EvalOptions(samplers=["vamp"])
+
+
+def test_the_headline_registers_the_fidelity_and_diversity_scores():
+    from betavae.evaluation.headline import SCORES
+
+    assert [SCORES[k].better for k in ("precision", "recall", "density", "coverage")] == [1, 1, 0, 1]

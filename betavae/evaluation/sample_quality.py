@@ -1,4 +1,10 @@
-"""Sample quality: FID (and KID) of images decoded from z ~ N(0, I) against the run's training data.
+"""Sample quality: FID (and KID), precision/recall and density/coverage of decoded samples against the
+run's training data, for the prior and every other chosen sampler (:mod:`betavae.samplers`).
+
+One set of Inception features per sampler serves every score: FID and KID from the features,
+precision/recall (k = 3) and density/coverage (k = 5) from the same features against a seeded
+subset of the reference features (:data:`PRDC_MAX_REFERENCE` at most: their k-NN search is
+quadratic), so no image goes through the network twice.
 
 The reference set's features are cached by data fingerprint, chosen rows, network weights and
 preprocessing (:func:`betavae.metrics.fid.cached_reference`), so a second model trained on the
@@ -25,7 +31,10 @@ from betavae.metrics.fid import (
     uint8_batches,
 )
 
+from betavae.metrics.prdc import DC_K, PR_K, prdc
+
 REFERENCE_SEED = 0  # fixed, so every model of a dataset is compared with the same subset
+PRDC_MAX_REFERENCE = 10_000  # reference features of precision/recall/density/coverage (seeded subset)
 KID_SETTINGS = {"subsets": 100, "subset_size": 1000, "seed": 0}
 
 
@@ -57,11 +66,41 @@ def prior_sample_batches(trained, n: int, seed: int, batch_size: int = 250) -> I
         yield trained.decode(chunk)
 
 
-def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, reference: str | int = "all",
-                   with_kid: bool = False, seed: int = 0, cache_dir: str | Path | None = None) -> dict:
-    """FID (and optionally KID) of ``n_samples`` prior samples against the training split; every setting recorded.
+def sampler_batches(trained, sampler, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
+    """Decoded images of ``n`` codes of a :class:`betavae.samplers.Sampler` (one seeded draw), in batches."""
+    for chunk in sampler.sample(n, seed).split(batch_size):
+        yield trained.decode(chunk)
 
-    The extractor's ``progress`` setting also shows bars for the Fréchet distance's trace term and KID."""
+
+def prdc_reference(features: np.ndarray, n_samples: int) -> tuple[np.ndarray, str]:
+    """The reference features precision/recall/density/coverage compare with, and how they were chosen."""
+    count = min(len(features), max(n_samples, 2), PRDC_MAX_REFERENCE)
+    if count >= len(features):
+        return features, f"all {len(features)} reference features"
+    rows = np.sort(np.random.default_rng(REFERENCE_SEED).choice(len(features), size=count, replace=False))
+    return features[rows], f"{count} of the {len(features)} reference features (seeded subset, seed {REFERENCE_SEED})"
+
+
+def _prdc(real: np.ndarray, fake: np.ndarray) -> dict:
+    if min(len(real), len(fake)) <= max(PR_K, DC_K):
+        return {}
+    return prdc(real, fake)
+
+
+def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, reference: str | int = "all",
+                   with_kid: bool = False, seed: int = 0, cache_dir: str | Path | None = None,
+                   samplers: list[str] | tuple[str, ...] = ("prior",)) -> dict:
+    """FID (and optionally KID), precision, recall, density and coverage of ``n_samples`` samples
+    against the training split; every setting recorded.
+
+    The prior's scores are the top-level values (the headline's); ``samplers`` (the prior always
+    among them) are compared side by side under ``"samplers"``, fitted ones fitted and stored first
+    when missing (:func:`betavae.samplers.get_sampler`). The extractor's ``progress`` setting also
+    shows bars for the Fréchet distance's trace term and KID."""
+    from betavae.samplers import get_sampler
+
+    kinds = ["prior", *(k for k in dict.fromkeys(samplers) if k != "prior")]
+    drawn = {kind: get_sampler(trained, kind, progress=extractor.progress) for kind in kinds}
     data = trained.data()
     rows, described = reference_indices(data.train_indices, reference)
     key = reference_key(data.fingerprint, rows, extractor.identity)
@@ -73,8 +112,11 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
     )
     reference_seconds = time.perf_counter() - started
     samples = extractor.features(prior_sample_batches(trained, n_samples, seed), n_samples, desc="FID sample features")
+    prdc_real, prdc_described = prdc_reference(ref.features, n_samples)
+    prior_prdc = _prdc(prdc_real, samples)
     result = {
         "fid": fid_from_stats(FeatureStats.of(samples), ref.stats, progress=extractor.progress),
+        **prior_prdc,
         "n_samples": n_samples,
         "sample_seed": seed,
         "samples": "decoder(z), z ~ N(0, I), images in [0, 1]",
@@ -97,4 +139,19 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
     if with_kid:
         mean, std = kid(samples, ref.features, **KID_SETTINGS, progress=extractor.progress)
         result.update(kid=mean, kid_std=std, kid_settings={**KID_SETTINGS, "kernel": "(x.y/d + 1)^3, unbiased MMD^2"})
+    result["prdc_settings"] = {"precision_recall_k": PR_K, "density_coverage_k": DC_K, "reference": prdc_described,
+                               "distance": "Euclidean, on the FID features",
+                               **({} if prior_prdc else {"skipped": f"needs more than {max(PR_K, DC_K)} points per side"})}
+    table = {"prior": {key: result[key] for key in ("fid", *prior_prdc, "kid", "kid_std") if key in result}
+             | {"sampler": drawn["prior"].settings()}}
+    for kind in kinds[1:]:
+        features = extractor.features(sampler_batches(trained, drawn[kind], n_samples, seed), n_samples,
+                                      desc=f"FID sample features ({kind})")
+        row = {"fid": fid_from_stats(FeatureStats.of(features), ref.stats, progress=extractor.progress),
+               **_prdc(prdc_real, features)}
+        if with_kid:
+            row["kid"], row["kid_std"] = kid(features, ref.features, **KID_SETTINGS, progress=extractor.progress)
+        table[kind] = row | {"sampler": drawn[kind].settings()}
+    result["samplers"] = table
+    result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     return result

@@ -34,6 +34,14 @@ SAMPLE_QUALITY_SCORES = (
     Score("fid_n_reference", "N reference", "training images of FID's reference statistics", integer=True),
     Score("kid", "KID", "kernel Inception distance (mean over subsets)", better=-1, digits=4),
     Score("kid_std", "KID std", "standard deviation of KID over its subsets", digits=4),
+    Score("precision", "precision", "improved precision (Kynkäänniemi et al. 2019, k = 3) of prior samples on the "
+          "FID features: share of samples inside the training images' k-NN balls", better=1),
+    Score("recall", "recall", "improved recall (k = 3) of prior samples: share of training images inside the "
+          "samples' k-NN balls", better=1),
+    Score("density", "density", "density (Naeem et al. 2020, k = 5) of prior samples: ≈ 1 for samples like the "
+          "training images, above 1 where samples crowd dense regions (not ranked)"),
+    Score("coverage", "coverage", "coverage (Naeem et al. 2020, k = 5): share of training images whose k-NN ball "
+          "holds a prior sample", better=1),
 )
 LATENT_SCORES = (
     Score("active_dims", "active dims", "latent dimensions with mean KL above the active threshold "
