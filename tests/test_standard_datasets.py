@@ -87,6 +87,8 @@ def test_dsprites_compressed_file_is_cached_bit_packed_once_and_read_by_factor(t
     stamp = cached[0].stat().st_mtime_ns
     again = DSpritesFile(path)  # the cache is reused, not rewritten
     assert cached[0].stat().st_mtime_ns == stamp and np.array_equal(again.render(factors), data.render(factors))
+    cached[0].write_bytes(cached[0].read_bytes()[:-512])  # a damaged cache is reported, not read
+    assert "delete the cache file" in _one_line_error(lambda: DSpritesFile(path))
 
 
 def test_dsprites_stored_file_is_memory_mapped_in_place(tmp_path):

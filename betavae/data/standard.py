@@ -230,7 +230,12 @@ class _Npz:
         with open(target, "rb") as handle:
             cached_shape, cached_dtype, _ = _read_npy_header(handle)
             offset = handle.tell()
-        return RawRows(target, offset, cached_shape, cached_dtype), f"read from the cache {target}"
+        rows = RawRows(target, offset, cached_shape, cached_dtype)
+        size = target.stat().st_size
+        if cached_shape[0] != shape[0] or rows.end != size:
+            raise DatasetFileError(f"the cache {target} of {self.path} is damaged (expected {shape[0]} rows in "
+                                   f"{rows.end} bytes, found {cached_shape[0]} rows in {size}); delete the cache file")
+        return rows, f"read from the cache {target}"
 
     def _cache_path(self, key: str, suffix: str) -> Path:
         info = self.members[key]
@@ -259,10 +264,11 @@ class _Npz:
                     if raw is None:
                         raise self.fail(f"'{key}' is truncated (its data end after {start} rows)")
                     out.write(np.ascontiguousarray(convert(np.frombuffer(raw, dtype=dtype).reshape(count, *row_shape))).data)
-                stream.read(1)  # reaching the end makes zipfile check the member's CRC
+                while stream.read(1 << 20):  # reaching the end makes zipfile check the member's CRC
+                    pass
             os.replace(temporary, target)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise self.fail(f"'{key}' cannot be decompressed ({exc})") from None
+            raise self.fail(f"'{key}' cannot be decompressed into the cache {target} ({exc})") from None
         finally:
             temporary.unlink(missing_ok=True)
 
