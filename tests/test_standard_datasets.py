@@ -167,7 +167,8 @@ def test_wrong_or_truncated_files_name_what_was_expected_and_found(tmp_path):
     assert "does not exist" in _one_line_error(lambda: DSpritesFile(tmp_path / "nothing.npz"))
     shuffled = tmp_path / "shuffled.npz"
     with np.load(good) as f:
-        np.savez(shuffled, imgs=f["imgs"], latents_values=f["latents_values"], latents_classes=f["latents_classes"][::-1])
+        np.savez(shuffled, imgs=f["imgs"], latents_values=f["latents_values"],
+                 latents_classes=f["latents_classes"][::-1])
     assert "row-major grid" in _one_line_error(lambda: DSpritesFile(shuffled))
 
     h5 = tmp_path / "3dshapes.h5"
@@ -233,7 +234,8 @@ def test_build_data_takes_a_seeded_subset_read_lazily(tmp_path):
     assert np.array_equal(data.images[picks], data.source.render(data.factors[picks]))
     assert np.array_equal(data.images[5:8], data.images[[5, 6, 7]]) and data.images[4].shape == (32, 32, 1)
     assert np.array_equal(data.images[picks][..., 0] // 255, imgs[data.images.rows[picks]][:, 1::2, 1::2])
-    whole = build_data(validate_config({"data": {"name": "dsprites-file", "path": str(path), "num_images": 10**6}}).data)
+    whole = build_data(validate_config({"data": {"name": "dsprites-file", "path": str(path),
+                                                 "num_images": 10**6}}).data)
     assert len(whole.images) == len(imgs) and whole.info["num_images"] == len(imgs)
     other = validate_config({"data": {"name": "dsprites-file", "path": str(path), "num_images": 100, "seed": 4}})
     assert build_data(other.data).fingerprint != build_data(validate_config(

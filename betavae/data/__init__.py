@@ -15,7 +15,8 @@ __all__ = ["DATA_SOURCES", "DataSource", "ImageData", "build_data", "build_gener
 
 @dataclass(frozen=True)
 class DataSource:
-    """What a ``data.name`` is: ``kind`` (generator, file, prepared) and what ``data.path`` must name (None: no path)."""
+    """What a ``data.name`` is: ``kind`` (generator, file, prepared) and what ``data.path`` must
+    name (None: no path)."""
 
     kind: str
     path: str | None = None

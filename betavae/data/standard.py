@@ -56,8 +56,8 @@ MPI3D_FACTOR_SIZES = (6, 6, 2, 3, 3, 40, 40)
 
 DSPRITES_EXPECTED = ("'imgs' uint8 (737280, 64, 64) of 0/1, 'latents_values' float (737280, 6) and "
                      "'latents_classes' int (737280, 6) (dSprites' grid 1×3×6×40×32×32, row-major)")
-SHAPES3D_EXPECTED = ("'images' uint8 (480000, 64, 64, 3) and 'labels' float (480000, 6) "
-                     "(floor hue 10 × wall hue 10 × object hue 10 × scale 8 × shape 4 × orientation 15, row-major)")
+SHAPES3D_EXPECTED = ("'images' uint8 (480000, 64, 64, 3) and 'labels' float (480000, 6) (floor hue 10 × "
+                     "wall hue 10 × object hue 10 × scale 8 × shape 4 × orientation 15, row-major)")
 MPI3D_EXPECTED = "'images' uint8 (1036800, 64, 64, 3) (grid 6×6×2×3×3×40×40, row-major)"
 
 
@@ -263,7 +263,8 @@ class _Npz:
                     raw = _read_exactly(stream, count * row_bytes)
                     if raw is None:
                         raise self.fail(f"'{key}' is truncated (its data end after {start} rows)")
-                    out.write(np.ascontiguousarray(convert(np.frombuffer(raw, dtype=dtype).reshape(count, *row_shape))).data)
+                    rows = np.frombuffer(raw, dtype=dtype).reshape(count, *row_shape)
+                    out.write(np.ascontiguousarray(convert(rows)).data)
                 while stream.read(1 << 20):  # reaching the end makes zipfile check the member's CRC
                     pass
             os.replace(temporary, target)
@@ -402,7 +403,8 @@ class _Shapes3DStore(_Store):
             self.file = h5py.File(path, "r")
             found = {k: (v.shape, str(v.dtype)) for k, v in self.file.items() if isinstance(v, h5py.Dataset)}
         except OSError as exc:
-            raise DatasetFileError(f"{path} is not a readable Shapes3D .h5 ({exc}); expected {SHAPES3D_EXPECTED}") from None
+            raise DatasetFileError(f"{path} is not a readable Shapes3D .h5 ({exc}); "
+                                   f"expected {SHAPES3D_EXPECTED}") from None
 
         def fail(problem: str) -> DatasetFileError:
             return DatasetFileError(f"{path} is not a Shapes3D file: {problem}; expected {SHAPES3D_EXPECTED}; "
