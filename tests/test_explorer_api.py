@@ -217,3 +217,41 @@ def test_cli_defaults_bind_localhost_and_a_missing_run_is_an_error(tmp_path):
     assert args.allow_host == []
     with pytest.raises(FileNotFoundError, match="missing"):
         args.func(args)
+
+
+@pytest.fixture(scope="module")
+def data_client(tiny_run, tmp_path_factory):
+    """A client over a private copy of the run (the gmm sampler is fitted and stored into it on first use)."""
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("explorer-samplers") / "run")
+    with TestClient(create_app(load_models([run]), top_k=2), base_url="http://127.0.0.1:8765") as client:
+        yield client, run
+
+
+def test_a_code_like_the_data_comes_from_the_fitted_sampler(data_client):
+    client, run = data_client
+    body = client.get("/api/models/0/prior?seed=5&sampler=gmm").json()
+    assert body["sampler"] == "gmm" and len(body["z"]) == 4 and all(abs(v) <= 10 for v in body["z"])
+    assert client.get("/api/models/0/prior?seed=5&sampler=gmm").json()["z"] == body["z"]
+    assert RunPaths(run).sampler("gmm").is_file()
+    prior = client.get("/api/models/0/prior?seed=5&sampler=prior").json()["z"]
+    assert prior == client.get("/api/models/0/prior?seed=5").json()["z"]
+    for bad in ("vamp", "", "../gmm", "GMM"):
+        assert client.get(f"/api/models/0/prior?seed=5&sampler={bad}").status_code == 422
+
+
+def test_the_export_manifest_names_the_sampler_and_its_settings(data_client):
+    client, _ = data_client
+    body = {"n": 4, "seed": 2, "fixed": {"0": 1.25}, "sampler": "gmm"}
+    response = client.post("/api/models/0/export", json=body)
+    assert response.status_code == 200, response.text
+    manifest = json.loads(zipfile.ZipFile(io.BytesIO(response.content)).read("manifest.json"))
+    assert manifest["sampler"]["kind"] == "gmm" and "components" in manifest["sampler"]
+    assert "active_dims" in manifest["sampler"] and manifest["fixed"] == {"0": 1.25}
+    np.testing.assert_allclose([s["z"][0] for s in manifest["samples"]], 1.25)
+    prior = json.loads(zipfile.ZipFile(io.BytesIO(client.post("/api/models/0/export", json={"n": 2}).content))
+                       .read("manifest.json"))
+    assert prior["sampler"]["kind"] == "prior"
+    assert client.post("/api/models/0/export", json={"n": 2, "sampler": "vamp"}).status_code == 422
+    assert client.post("/api/models/0/export", json={"n": 2, "sampler": 1}).status_code == 422

@@ -5,7 +5,7 @@ import base64
 import re
 from collections.abc import Iterable
 from importlib.resources import files
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from fastapi import FastAPI, File, Request, UploadFile
@@ -27,7 +27,7 @@ from betavae.explorer.state import (
     read_upload,
     traversal_strip,
 )
-from betavae.sampling import prior_codes
+from betavae.samplers import SAMPLERS
 
 _MAX_DIMS = 4096
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -51,6 +51,7 @@ def _dim_key(value: object) -> object:
 Number = Annotated[float, Strict(), AllowInfNan(False)]  # an integer is a number too
 Integer = Annotated[int, Strict()]
 DimKey = Annotated[int, BeforeValidator(_dim_key)]
+SamplerKind = Literal[tuple(SAMPLERS)]  # betavae.samplers: "prior" (N(0, I)) or "gmm" (like the data)
 
 
 class _Body(BaseModel):
@@ -73,12 +74,14 @@ class Traversal(Latent):
 
 
 class Export(_Body):
-    """``n`` seeded prior samples; ``fixed`` dims take one value, ``sweeps`` dims run from low to high."""
+    """``n`` seeded samples of ``sampler``; ``fixed`` dims take one value, ``sweeps`` dims run from low to high
+    (a fitted sampler draws the other dims conditioned on them)."""
 
     n: Integer = Field(ge=1, le=MAX_EXPORT)
     seed: Integer = Field(0, ge=0, le=2**31 - 1)
     fixed: dict[DimKey, Number] = Field(default_factory=dict, max_length=_MAX_DIMS)
     sweeps: dict[DimKey, tuple[Number, Number]] = Field(default_factory=dict, max_length=_MAX_DIMS)
+    sampler: SamplerKind = "prior"
 
 
 def create_app(models: list[ExplorerModel], top_k: int = 10, allow_hosts: Iterable[str] = ()) -> FastAPI:
@@ -127,9 +130,11 @@ def create_app(models: list[ExplorerModel], top_k: int = 10, allow_hosts: Iterab
         return Response(png_bytes(model.trained.decode(z)), media_type="image/png")
 
     @app.get("/api/models/{model_id}/prior")
-    def prior(model_id: int, seed: int = 0) -> dict:
+    def prior(model_id: int, seed: int = 0, sampler: SamplerKind = "prior") -> dict:
+        """One seeded code: from N(0, I), or "like the data" (``sampler=gmm``, fitted on first use)."""
         model = model_at(model_id)
-        return {"z": prior_codes(1, model.trained.latent_dim, seed % 2**63)[0].tolist()}
+        z = model.sampler(sampler).sample(1, seed % 2**63)[0].clamp(-LATENT_BOUND, LATENT_BOUND)
+        return {"z": z.tolist(), "sampler": sampler}
 
     @app.get("/api/models/{model_id}/validation/{position}")
     def validation(model_id: int, position: int) -> dict:
@@ -155,7 +160,7 @@ def create_app(models: list[ExplorerModel], top_k: int = 10, allow_hosts: Iterab
     @app.post("/api/models/{model_id}/export")
     def export(model_id: int, body: Export) -> Response:
         model = model_at(model_id)
-        data = export_zip(model, body.n, body.seed, body.fixed, body.sweeps)
+        data = export_zip(model, body.n, body.seed, body.fixed, body.sweeps, body.sampler)
         filename = re.sub(r"[^A-Za-z0-9._-]", "_", model.name) + "-samples.zip"
         headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
         return Response(data, media_type="application/zip", headers=headers)

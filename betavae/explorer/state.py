@@ -9,8 +9,9 @@ import io
 import json
 import math
 import tempfile
+import threading
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from betavae.figures import image_grid, image_png, traversal_images
 from betavae.inference import TrainedModel, load
 from betavae.latents import latent_ranking
 from betavae.runs import RunPaths
-from betavae.sampling import prior_codes, write_samples
+from betavae.samplers import SAMPLERS, Sampler, get_sampler
+from betavae.sampling import write_samples
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
@@ -50,6 +52,21 @@ class ExplorerModel:
     kl: np.ndarray
     order: np.ndarray
     labels: dict[int, str]
+    _samplers: dict[str, Sampler] = field(default_factory=dict, repr=False)
+    _sampler_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def sampler(self, kind: str) -> Sampler:
+        """The run's sampler of ``kind`` (:data:`betavae.samplers.SAMPLERS`): the stored fit, or one fitted
+        (and stored) on first use; one fit at a time."""
+        if kind not in SAMPLERS:
+            raise RequestError(f"no sampler {kind!r}; the samplers: {', '.join(SAMPLERS)}")
+        with self._sampler_lock:
+            if kind not in self._samplers:
+                try:
+                    self._samplers[kind] = get_sampler(self.trained, kind)
+                except ValueError as exc:  # e.g. a run without a training split
+                    raise RequestError(f"the {kind} sampler cannot be fitted: {exc}", status=409) from None
+            return self._samplers[kind]
 
     def summary(self, top_k: int) -> dict:
         """The JSON description the page builds its controls from."""
@@ -158,8 +175,9 @@ def traversal_strip(model: ExplorerModel, z: torch.Tensor, dim: int, steps: int,
 
 
 def export_zip(model: ExplorerModel, n: int, seed: int, fixed: dict[int, float],
-               sweeps: dict[int, tuple[float, float]]) -> bytes:
-    """``n`` prior samples with ``fixed``/``sweeps`` dims, as a zip of PNGs and ``manifest.json``."""
+               sweeps: dict[int, tuple[float, float]], sampler: str = "prior") -> bytes:
+    """``n`` samples of ``sampler`` (the prior, or a fitted one conditioned on the ``fixed``/``sweeps``
+    dims) as a zip of PNGs and ``manifest.json``, which names the sampler and its settings."""
     if not 1 <= n <= MAX_EXPORT:
         raise RequestError(f"n must be between 1 and {MAX_EXPORT}")
     latent_dim = model.trained.latent_dim
@@ -168,9 +186,10 @@ def export_zip(model: ExplorerModel, n: int, seed: int, fixed: dict[int, float],
         check_latent([value], 1)
     if set(fixed) & set(sweeps):
         raise RequestError("a dimension cannot be both fixed and swept")
-    z = prior_codes(n, latent_dim, seed, fixed, sweeps)
+    drawn = model.sampler(sampler)
+    z = drawn.sample(n, seed, fixed, sweeps)
     with tempfile.TemporaryDirectory(prefix="betavae-export-") as tmp:
-        folder = write_samples(model.trained, z, Path(tmp) / "samples")
+        folder = write_samples(model.trained, z, Path(tmp) / "samples", sampler=drawn.settings())
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         manifest.update(run=model.name, model_id=model.id, seed=seed, n=n,
                         fixed={str(d): v for d, v in fixed.items()},
