@@ -46,6 +46,7 @@ def test_spread_is_median_iqr_and_range_or_the_single_value():
     assert spread(mig, [0.25]) == "0.250"
     assert spread(mig, []) == "—"
     assert spread(SCORES["active_dims"], [3, 4]) == "3.5 (IQR 3.25–3.75; range 3–4)"
+    assert spread(SCORES["active_dims"], [10, 10, 10]) == "10 (every seed)"
 
 
 def test_seeds_table_has_one_row_per_setting_with_every_registry_score():
@@ -122,7 +123,8 @@ def test_seeded_study_report_shows_medians_spreads_and_the_seed_figure(seeded):
     rows = _table(page, "seeds")
     assert [(r["settings"], r["seeds"]) for r in rows] == [("β=1", "2 seeds"), ("β=4", "2 seeds"), ("β=16", "1 seed")]
     assert "IQR" in rows[0]["SSIM"] and "range" in rows[0]["SSIM"] and "IQR" not in rows[2]["SSIM"]
-    assert rows[2]["UDR"] == "—" and "IQR" in rows[0]["UDR"]
+    assert rows[2]["UDR"] == "—"
+    assert rows[0]["UDR"].endswith("(every seed)")  # two seeds: one pair, both models get its score
     text = "".join(page.text)
     assert "1 seed" in text and ONE_SEED in text
     long = list(csv.DictReader(io.StringIO((paths.tables / "seeds_long.csv").read_text())))

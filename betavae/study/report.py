@@ -26,6 +26,7 @@ from betavae.evaluation.scores import LATENT_SCORES, SAMPLE_QUALITY_SCORES, Scor
 from betavae.figures import CURVE_TERMS, figure_png, image_grid, image_png, plot_log, with_row_labels  # noqa: E402
 from betavae.fileio import write_json, write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
+from betavae.latents import ACTIVE_KL_NATS  # noqa: E402
 from betavae.runs import RunPaths, read_csv  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
 from betavae.study.findings import (  # noqa: E402
@@ -159,6 +160,8 @@ def spread(score: Score, values: list[float]) -> str:
         return DASH
     if len(values) == 1:
         return _number(score, values[0])
+    if min(values) == max(values):
+        return f"{_number(score, values[0])} (every seed)"
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return (f"{_number(score, median)} (IQR {_number(score, q1)}–{_number(score, q3)}; "
             f"range {_number(score, min(values))}–{_number(score, max(values))})")
@@ -436,7 +439,7 @@ def _udr_body(tables: dict[str, Table], found: StudyUDR | None) -> str:
     reasons = "; ".join(f"{name}: {reason}" for name, reason in found.reasons.items())
     text = _note(f"UDR (Duan et al. 2020): each model's codes (encoder means) of the same {UDR_IMAGES} validation "
                  f"images are compared with those of the other seeds of its setting ({UDR_SIMILARITY} similarity, "
-                 "dimensions with mean KL ≤ 0.01 nats dropped); a model's UDR is the median of its pair scores. "
+                 f"dimensions with mean KL ≤ {ACTIVE_KL_NATS} nats dropped); a model's UDR is the median of its pair scores. "
                  f"No labels needed. {DASH}: " + (reasons or "no UDR") + ". Details: udr.json.")
     return (text + "<h3 id=\"udr-correlation\">UDR against the supervised scores</h3>"
             + _html_table(tables["udr_correlation"])

@@ -250,7 +250,7 @@ def cell_name(dataset: str, values: dict[str, Any]) -> str:
 
 def display_key(key: str) -> str:
     """How a config key is shown in tables and cell descriptions: ``β`` or its last component."""
-    return {"objective.beta": "β"}.get(key, key.rsplit(".", 1)[-1])
+    return {"objective.beta": "β", "objective.name": "objective"}.get(key, key.rsplit(".", 1)[-1])
 
 
 def _format(value: Any) -> str:
