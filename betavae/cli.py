@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -18,9 +19,11 @@ def _write_figures(root: Path) -> None:
     """The figures a finished training gets, and its run page."""
     from betavae.evaluation.figure_set import write_run_figures
     from betavae.run_page import write_run_page
+    from betavae.tracking import log_figures
 
     write_run_figures(root)
     write_run_page(root)
+    log_figures(root)  # as artefacts of the run's MLflow run, when train.trackers has mlflow
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from betavae.training import TrainingDiverged
 
     args = build_parser().parse_args(argv)
+    _show_library_messages()
     try:
         with terminate_as_interrupt():
             return args.func(args)
@@ -280,6 +284,33 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nbetavae {args.command}: {what}{hint.get(args.command, '')}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (it may be replaced after setup)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _show_library_messages() -> None:
+    """The library reports through :mod:`logging` (logger ``betavae``); the command line shows its
+    messages on stderr, plain. Set up once, and not when the caller configured ``betavae`` itself."""
+    library = logging.getLogger("betavae")
+    if library.handlers or library.level != logging.NOTSET:
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    library.addHandler(handler)
+    library.setLevel(logging.INFO)
 
 
 def _one_line(exc: BaseException) -> str:

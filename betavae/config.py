@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from betavae.data import DATA_SOURCES
 from betavae.model import PRESETS as MODEL_PRESETS
@@ -102,6 +102,20 @@ class TrainConfig(StrictModel):
         100.0, gt=1, description="stop when the loss exceeds this many times its running median (null: only NaN/inf)"
     )
     progress: bool = True
+    trackers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["csv"],
+        description="where metrics go: csv (RUN/metrics, always on), tensorboard (RUN/tensorboard), "
+        "mlflow (pip install 'betavae[mlflow]'; ./mlruns unless a tracking URI is set)",
+    )
+    tracker_experiment: str | None = Field(None, description="MLflow experiment (default: the config's name; "
+                                           "a study sets its own name)")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store (default: MLFLOW_TRACKING_URI, "
+                                            "else ./mlruns, a local file store)")
+
+    @field_validator("trackers")
+    @classmethod
+    def _csv_always(cls, trackers: list[str]) -> list[str]:
+        return list(dict.fromkeys(["csv", *trackers]))  # csv always, each tracker once, order kept
 
 
 class RunConfig(StrictModel):

@@ -51,6 +51,7 @@ from betavae.runs import (
     update_info,
     write_config,
 )
+from betavae.tracking import Trackers
 
 # Settings a user may change when resuming (`train --resume RUN --set KEY=VALUE`): they change how
 # the remaining steps run, not what the saved state means. Everything else is fixed by the run.
@@ -62,15 +63,6 @@ RESUME_OVERRIDES = (
 # A loss more than `divergence_factor` times the median of the last LOSS_WINDOW losses is an explosion.
 LOSS_WINDOW = 100
 MIN_LOSS_HISTORY = 20
-
-
-def tensorboard_writer(log_dir: Path):
-    """A TensorBoard ``SummaryWriter`` when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
 
 
 class TrainingDiverged(RuntimeError):
@@ -144,7 +136,10 @@ class Trainer:
         self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
         self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
         self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
-        self.tensorboard = None  # opened by fit(): building a Trainer touches no file
+        # csv, tensorboard, mlflow (train.trackers): checked here, opened by fit(), so building a
+        # Trainer touches no file and a tracker that is not installed stops it before training
+        self.trackers = Trackers.for_run(
+            config, paths, {"train": self.train_log, "val": self.val_log, "val_kl": self.kl_log})
         self.recent_losses: deque[float] = deque(maxlen=LOSS_WINDOW)
         self._in_step = False
 
@@ -318,13 +313,14 @@ class Trainer:
         self.model.train()
         writes = self.workers.is_main  # other DDP ranks only train
         if writes:
-            self.tensorboard = tensorboard_writer(self.paths.root / "tensorboard")
+            self.trackers.open(self.config, self.state.step)
         progress = tqdm(
             total=self.total_steps, initial=self.state.step,
             disable=not (self.config.train.progress and self.workers.is_main),
             desc=self.config.name, unit="step", dynamic_ncols=True,
         )
         pending: list[dict] = []
+        status = "FAILED"  # what the trackers record unless the loop ends or is interrupted
         with DeferredStop() as stop:  # also shields the final save from a second Ctrl-C
             try:
                 while self.state.step < self.total_steps:
@@ -335,15 +331,17 @@ class Trainer:
                         pending = self._after_step(pending)
                     self._in_step = False
                 stop.check()
+                status = "FINISHED"
             except KeyboardInterrupt:
+                status = "KILLED"  # resumable: `train --resume` continues the same tracked run
                 if writes and not self._in_step:
                     self._log_train(pending)
                     self.save(self.paths.last)  # between steps: a consistent state to resume from
                 raise
             finally:
                 progress.close()
-                if self.tensorboard is not None:
-                    self.tensorboard.close()
+                if writes:
+                    self.trackers.close(status)
         self.workers.barrier()
         return self.state
 
@@ -379,23 +377,13 @@ class Trainer:
         return row
 
     def _log_train(self, rows: list[dict]) -> None:
-        self.train_log.append(rows)
-        self._to_tensorboard("train", rows)
-
-    def _to_tensorboard(self, split: str, rows: list[dict]) -> None:
-        if self.tensorboard is None:
-            return
-        for row in rows:
-            for name, value in row.items():
-                if name not in ("step", "epoch"):
-                    self.tensorboard.add_scalar(f"{split}/{name}", value, int(row["step"]))
+        self.trackers.log_metrics("train", rows)
 
     def _validate_and_keep_best(self) -> None:
         values, kl = self.validate()
         epoch = (self.state.step - 1) // self.steps_per_epoch
-        self.val_log.append([{"step": self.state.step, "epoch": epoch, **values}])
-        self._to_tensorboard("val", [{"step": self.state.step, **values}])
-        self.kl_log.append([{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(kl)}}])
+        self.trackers.log_metrics("val", [{"step": self.state.step, "epoch": epoch, **values}])
+        self.trackers.log_metrics("val_kl", [{"step": self.state.step, **{f"z{j}": v for j, v in enumerate(kl)}}])
         if values["loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.best_step = values["loss"], self.state.step
             self.save(self.paths.best, with_training_state=False)

@@ -162,19 +162,27 @@ def test_train_log_has_a_row_per_step_with_throughput(tiny_run):
     assert all(float(r["images_per_s"]) > 0 for r in rows)
 
 
-def test_tensorboard_gets_train_and_val_scalars_when_installed(tmp_path, monkeypatch):
+def test_tensorboard_gets_train_and_val_scalars_when_asked_for(tmp_path, monkeypatch):
     written = []
 
     class StubWriter:
+        def __init__(self, log_dir, purge_step=None):
+            pass
+
+        def add_text(self, tag, text):
+            pass
+
         def add_scalar(self, tag, value, step):
             written.append((tag, step))
 
         def close(self):
             written.append(("closed", -1))
 
-    import betavae.training as training
+    import torch.utils.tensorboard
 
-    monkeypatch.setattr(training, "tensorboard_writer", lambda log_dir: StubWriter())
-    train(tiny_config(train={"max_steps": 4}), tmp_path / "run")
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", StubWriter)
+    train(tiny_config(train={"max_steps": 4}), tmp_path / "off")
+    assert written == []  # train.trackers: [csv] by default
+    train(tiny_config(train={"max_steps": 4, "trackers": ["tensorboard"]}), tmp_path / "run")
     assert ("train/loss", 1) in written and ("train/kl", 4) in written and ("val/recon", 4) in written
     assert written[-1] == ("closed", -1)

@@ -63,6 +63,7 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
     from betavae.config import validate_config
     from betavae.evaluation.run_eval import evaluate_run
     from betavae.study.spec import EvaluateSpec
+    from betavae.tracking import log_figures
     from betavae.training import train_or_resume
 
     torch.set_num_threads(max(1, int(threads)))
@@ -78,6 +79,7 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
                 _stage(paths, "evaluating")
                 device = "cuda" if torch.cuda.is_available() else "cpu"
                 evaluate_run(paths.root, EvaluateSpec.model_validate(evaluate).options(device))
+                log_figures(paths.root)  # to the cell's MLflow run, when train.trackers has mlflow
     except Terminated:
         info = read_info(paths)
         where = f" at step {info['step']}" if info.get("status") == "interrupted" and "step" in info else ""
@@ -105,7 +107,7 @@ def run_study(study_file: str | Path, out: str | Path | None = None, address: st
     """
     spec, cells = load_study(study_file)
     paths = StudyPaths(Path(out or Path("runs") / f"study-{spec.name}").resolve())
-    configs = {cell.name: _resolved(cell.config) for cell in cells}
+    configs = {cell.name: _resolved(cell.config, spec.name) for cell in cells}
     _check_inputs(cells, configs, paths)
     paths.root.mkdir(parents=True, exist_ok=True)
     write_text(paths.spec, Path(study_file).read_text())
@@ -164,12 +166,18 @@ class _StopSignals:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def _resolved(config: RunConfig) -> dict:
-    """The cell's config as sent to a worker: data paths absolute, no progress bars."""
+def _resolved(config: RunConfig, study: str | None = None) -> dict:
+    """The cell's config as sent to a worker: data paths absolute, no progress bars, tracked as a run
+    of the MLflow experiment named after the study, in the driver's store (workers have other folders)."""
+    from betavae.tracking import mlflow_tracking_uri
+
     raw = config.to_dict()
     if raw["data"].get("path"):
         raw["data"]["path"] = str(Path(raw["data"]["path"]).expanduser().resolve())
     raw["train"]["progress"] = False
+    raw["train"]["tracker_experiment"] = raw["train"]["tracker_experiment"] or study
+    if "mlflow" in raw["train"]["trackers"]:
+        raw["train"]["mlflow_tracking_uri"] = mlflow_tracking_uri(config)
     return raw
 
 
@@ -212,7 +220,8 @@ def _check_cell_folders(cells: list[Cell], configs: dict[str, dict], paths: Stud
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
-    ignored = {"train.progress", "data.path"}  # display only / may be written relative or absolute
+    # display only / may be written relative or absolute / where tracking goes
+    ignored = {"train.progress", "data.path", "train.tracker_experiment", "train.mlflow_tracking_uri"}
     keys = sorted(set(saved) | set(wanted))
     found = []
     for key in keys:
