@@ -82,6 +82,15 @@ def test_the_sweep_study_replaces_the_sweep_script():
     assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.evaluate.dci_points == 1000
 
 
+def test_the_seeds_study_runs_four_objectives_with_three_seeds_each():
+    spec, cells = load_study(REPO / "studies" / "disentanglement-seeds.yaml")
+    runs = sorted((c.config.objective.name, c.config.train.seed) for c in cells)
+    assert runs == [(name, seed) for name in ("beta", "beta_tcvae", "dip_vae", "factor_vae") for seed in (0, 1, 2)]
+    assert all(c.config.data.name == "dsprites" and c.config.data.image_size == 32 for c in cells)
+    assert {c.config.data.seed for c in cells} == {0}  # one dataset: the seeds' codes are comparable (UDR)
+    assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.resources.cpus == 1
+
+
 @pytest.mark.parametrize("study_file", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_study_file_loads(study_file):
     spec, cells = load_study(study_file)

@@ -437,10 +437,12 @@ def _udr_body(tables: dict[str, Table], found: StudyUDR | None) -> str:
         return _note("UDR (unsupervised disentanglement ranking) compares a model with other seeds of its setting; "
                      f"this study has one seed per setting (sweep {SEED} in the grid to get it).")
     reasons = "; ".join(f"{name}: {reason}" for name, reason in found.reasons.items())
-    text = _note(f"UDR (Duan et al. 2020): each model's codes (encoder means) of the same {UDR_IMAGES} validation "
+    counts = sorted({detail["images"] for detail in found.details.values()}) or [UDR_IMAGES]
+    text = _note(f"UDR (Duan et al. 2020): each model's codes (encoder means) of the same "
+                 f"{' or '.join(map(str, counts))} validation "
                  f"images are compared with those of the other seeds of its setting ({UDR_SIMILARITY} similarity, "
                  f"dimensions with mean KL ≤ {ACTIVE_KL_NATS} nats dropped); a model's UDR is the median of its pair scores. "
-                 f"No labels needed. {DASH}: " + (reasons or "no UDR") + ". Details: udr.json.")
+                 "No labels needed." + (f" {DASH}: {reasons}." if reasons else "") + " Details: udr.json.")
     return (text + "<h3 id=\"udr-correlation\">UDR against the supervised scores</h3>"
             + _html_table(tables["udr_correlation"])
             + _note(f"Spearman rank correlation over the study's models that have both numbers (at least "
