@@ -10,8 +10,10 @@ draws codes "like the data" instead. :data:`SAMPLERS` holds one class per kind:
   ranking (:mod:`betavae.latents`); inactive dimensions stay N(0, 1), which is what the encoder
   puts there and what the decoder ignores. The number of components is chosen by BIC from
   :data:`GMM_COMPONENTS` unless given.
+- ``two-stage``: a small second VAE on the active dimensions' codes (Dai & Wipf 2019); its
+  samples are not conditioned on fixed dimensions (they are set after drawing).
 
-Every sampler can condition on fixed dimensions (``fixed``: one value for every row; ``sweeps``:
+The prior and the mixture condition on fixed dimensions (``fixed``: one value for every row; ``sweeps``:
 a value per row): the Gaussian mixture conditions in closed form (per component
 μ_f + Σ_fc Σ_cc⁻¹ (v − μ_c), Σ_ff − Σ_fc Σ_cc⁻¹ Σ_cf, components reweighted by their
 likelihood of the fixed values), the prior simply sets them (its dimensions are independent).
@@ -205,7 +207,125 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.clip(values, 0, None))
 
 
-SAMPLERS: dict[str, type[Sampler]] = {cls.kind: cls for cls in (PriorSampler, GMMSampler)}
+class _SecondVAE(torch.nn.Module):
+    """The second-stage VAE of Dai & Wipf 2019: MLPs on the (standardised) active codes, a Gaussian
+    decoder with one learned variance γ."""
+
+    def __init__(self, dim: int, latent: int, hidden: int):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(),
+                                           torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
+                                           torch.nn.Linear(hidden, 2 * latent))
+        self.decoder = torch.nn.Sequential(torch.nn.Linear(latent, hidden), torch.nn.GELU(),
+                                           torch.nn.Linear(hidden, hidden), torch.nn.GELU(),
+                                           torch.nn.Linear(hidden, dim))
+        self.log_gamma = torch.nn.Parameter(torch.tensor(-2.0))  # γ starts small: the latents must explain the codes
+
+    def loss(self, x: torch.Tensor, generator: torch.Generator, kl_weight: float = 1.0) -> torch.Tensor:
+        mean, logvar = self.encoder(x).chunk(2, dim=1)
+        u = mean + torch.randn(mean.shape, generator=generator) * (0.5 * logvar).exp()
+        error = (x - self.decoder(u)).pow(2).sum(1)
+        nll = error / (2 * self.log_gamma.exp()) + 0.5 * x.shape[1] * self.log_gamma
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        return (nll + kl_weight * kl).mean()
+
+
+class TwoStageSampler(Sampler):
+    """A second VAE on the active dimensions' codes (Dai & Wipf 2019, "Diagnosing and enhancing VAE
+    models"): u ~ N(0, I), then x ~ N(decoder(u), γ I) → the active dims (the second VAE's generative
+    model; γ → 0 where the codes lie on a manifold, and where they are close to Gaussian the
+    second VAE may collapse to γ ≈ 1 with the noise modelling them); the inactive ones N(0, 1).
+
+    There is no closed-form conditional: ``fixed``/``sweeps`` dims are set after drawing the others
+    (which therefore do not depend on them); :meth:`settings` says so."""
+
+    kind = "two-stage"
+    description = "second VAE (Dai & Wipf 2019) on the active dimensions' training codes; inactive ones N(0, 1)"
+    STEPS, HIDDEN, BATCH, LR = 3000, 256, 256, 1e-3
+
+    def __init__(self, latent_dim: int, active: list[int], tensors: dict[str, torch.Tensor], info: dict | None = None):
+        super().__init__(latent_dim, info)
+        self.active = [int(d) for d in active]
+        self.hidden = int(self.info.get("hidden", self.HIDDEN))
+        self.shift = tensors["shift"].float()
+        self.scale = tensors["scale"].float()
+        self.net = _SecondVAE(len(self.active), len(self.active), self.hidden).eval() if self.active else None
+        if self.net is not None:
+            self.net.load_state_dict({k[len("net."):]: v.float() for k, v in tensors.items() if k.startswith("net.")})
+
+    def settings(self) -> dict:
+        keep = ("steps", "hidden", "final_loss", "gamma", "fit_images", "fit_codes", "seed", "checkpoint_sha256")
+        return {**super().settings(), "active_dims": self.active, **{k: self.info[k] for k in keep if k in self.info},
+                "conditioning": "fixed and swept dims are set after drawing; the others do not depend on them"}
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        state = {f"net.{k}": v.detach().clone() for k, v in self.net.state_dict().items()} if self.net else {}
+        return {**state, "shift": self.shift, "scale": self.scale, "active": torch.tensor(self.active, dtype=torch.int64)}
+
+    @classmethod
+    def from_stored(cls, tensors, info):
+        return cls(int(info["latent_dim"]), tensors["active"].tolist(), tensors, info)
+
+    @classmethod
+    def fit(cls, codes: np.ndarray, latent_dim: int, active: list[int], seed: int = 0, progress: bool = False,
+            steps: int | None = None) -> TwoStageSampler:
+        """Trains the second VAE on ``codes[:, active]`` (standardised per dimension), seeded."""
+        from betavae.metrics.disentanglement import progress_bar
+
+        steps = steps or cls.STEPS
+        x = torch.as_tensor(np.asarray(codes)[:, active], dtype=torch.float32)
+        shift, scale = x.mean(0), x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones(len(active))
+        info = {"steps": steps, "hidden": cls.HIDDEN, "batch_size": cls.BATCH, "lr": cls.LR,
+                "kl_warmup": "linear over the first quarter of the steps", "initial_gamma": round(float(np.exp(-2.0)), 6)}
+        if not active:
+            return cls(latent_dim, [], {"shift": shift, "scale": scale}, info)
+        x = (x - shift) / scale
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            net = _SecondVAE(len(active), len(active), cls.HIDDEN)
+        optimiser = torch.optim.Adam(net.parameters(), lr=cls.LR)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+        losses = []
+        warmup = max(1, steps // 4)  # the KL term's weight rises linearly over the first quarter
+        with progress_bar(progress, steps, "two-stage VAE on the codes", "step") as bar:
+            for step in range(steps):
+                rows = torch.randint(len(x), (min(cls.BATCH, len(x)),), generator=generator)
+                loss = net.loss(x[rows], generator, min(1.0, (step + 1) / warmup))
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                losses.append(float(loss.detach()))
+                bar.update(1)
+        info |= {"final_loss": round(float(np.mean(losses[-50:])), 4), "gamma": round(float(net.log_gamma.detach().exp()), 6)}
+        state = {f"net.{k}": v.detach() for k, v in net.state_dict().items()}
+        return cls(latent_dim, active, {**state, "shift": shift, "scale": scale}, info)
+
+    @torch.no_grad()
+    def sample(self, n, seed=0, fixed=None, sweeps=None):
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.latent_dim, generator=generator)
+        if self.net is not None:
+            u = torch.randn(n, len(self.active), generator=generator)
+            noise = torch.randn(n, len(self.active), generator=generator)
+            x = self.net.decoder(u) + noise * (0.5 * self.net.log_gamma).exp()
+            z[:, self.active] = x * self.scale + self.shift
+        for dim, value in (fixed or {}).items():
+            _check(dim, self.latent_dim)
+            z[:, dim] = value
+        for dim, (low, high) in (sweeps or {}).items():
+            _check(dim, self.latent_dim)
+            z[:, dim] = torch.linspace(low, high, n)
+        return z
+
+
+def _check(dim: int, latent_dim: int) -> None:
+    if not 0 <= dim < latent_dim:
+        raise ValueError(f"latent dimension {dim} does not exist (this model has 0..{latent_dim - 1})")
+
+
+SAMPLERS: dict[str, type[Sampler]] = {cls.kind: cls for cls in (PriorSampler, GMMSampler, TwoStageSampler)}
 
 
 def check_kind(kind: str) -> str:
@@ -283,15 +403,25 @@ def fit_sampler(trained, kind: str = "gmm", components: int | None = None, seed:
     ranking = latent_ranking(trained)
     codes, described = training_codes(trained, max_images, seed, progress)
     active = list(ranking.active)
+    info = {"format": SAMPLER_FORMAT, "kind": kind, "latent_dim": trained.latent_dim, "active_dims": active,
+            "fit_codes": described, "fit_images": len(codes), "seed": seed,
+            "checkpoint_sha256": _weights_digest(trained)}
+    if cls is TwoStageSampler:
+        if components is not None:
+            raise ValueError("--components applies to the gmm sampler only")
+        sampler = TwoStageSampler.fit(codes, trained.latent_dim, active, seed, progress)
+        sampler.info = {**info, **sampler.info}
+        return _stored(trained, sampler, store)
     if active:
         weights, means, covs, chosen = fit_gmm(codes[:, active], components, seed, progress)
     else:  # nothing active: the mixture is empty and every dimension N(0, 1)
         weights, means, covs, chosen = np.ones(1), np.zeros((1, 0)), np.zeros((1, 0, 0)), {
             "components": 1, "chosen_by": "no active dimensions", "bic": {}}
-    info = {"format": SAMPLER_FORMAT, "kind": kind, "latent_dim": trained.latent_dim, "active_dims": active,
-            **chosen, "fit_codes": described, "fit_images": len(codes), "seed": seed,
-            "checkpoint_sha256": _weights_digest(trained)}
-    sampler = GMMSampler(trained.latent_dim, active, weights, means, covs, info)
+    sampler = GMMSampler(trained.latent_dim, active, weights, means, covs, {**info, **chosen})
+    return _stored(trained, sampler, store)
+
+
+def _stored(trained, sampler: Sampler, store: bool) -> Sampler:
     if store:
         try:
             save_sampler(RunPaths(Path(trained.run_dir)), sampler)

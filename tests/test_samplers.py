@@ -96,7 +96,7 @@ def test_a_sweep_conditions_each_row_and_sets_the_swept_values_exactly():
 
 
 def test_the_prior_sampler_is_prior_codes():
-    assert list(SAMPLERS) == ["prior", "gmm"]
+    assert list(SAMPLERS) == ["prior", "gmm", "two-stage"]
     sampler = PriorSampler(4)
     assert torch.equal(sampler.sample(6, 2, {1: 0.5}, {2: (-1.0, 1.0)}), prior_codes(6, 4, 2, {1: 0.5}, {2: (-1.0, 1.0)}))
 
@@ -198,3 +198,32 @@ def test_the_headline_registers_the_fidelity_and_diversity_scores():
     from betavae.evaluation.headline import SCORES
 
     assert [SCORES[k].better for k in ("precision", "recall", "density", "coverage")] == [1, 1, 0, 1]
+
+
+def test_the_two_stage_sampler_learns_the_codes_and_round_trips_through_its_files(run_copy):
+    from betavae.samplers import TwoStageSampler, save_sampler
+
+    rng = np.random.default_rng(0)
+    clusters = np.where(rng.integers(0, 2, 4000) == 1, 2.5, -2.5) + rng.normal(0, 0.3, 4000)
+    codes = np.column_stack([clusters, rng.normal(0, 1, 4000), rng.normal(-1.0, 2.0, 4000)])
+    sampler = TwoStageSampler.fit(codes, 3, [0, 2], seed=0, steps=1500)
+    z = sampler.sample(4000, seed=1).double().numpy()
+    assert z[:, 2].mean() == pytest.approx(-1.0, abs=0.3) and z[:, 2].std() == pytest.approx(2.0, rel=0.25)
+    near_centres = np.mean(np.abs(np.abs(z[:, 0]) - 2.5) < 0.8)
+    assert near_centres > 2 * np.mean(np.abs(z[:, 0]) < 0.8)  # two modes, not one Gaussian over both
+    assert sampler.info["gamma"] < 0.5 and "kl_warmup" in sampler.info
+    assert z[:, 1].std() == pytest.approx(1.0, abs=0.05)  # the inactive dimension: N(0, 1)
+    assert torch.equal(sampler.sample(6, seed=2), sampler.sample(6, seed=2))
+    fixed = sampler.sample(5, seed=2, fixed={0: 1.5}, sweeps={2: (-1.0, 1.0)})
+    assert (fixed[:, 0] == 1.5).all() and torch.allclose(fixed[:, 2], torch.linspace(-1, 1, 5))
+    assert "set after drawing" in sampler.settings()["conditioning"]
+    # Stored as safetensors + JSON, reloaded through the registry.
+    trained = load(run_copy)
+    again = fit_sampler(trained, "two-stage", seed=0)
+    assert RunPaths(run_copy).sampler("two-stage").is_file()
+    loaded = stored_sampler(trained, "two-stage")
+    assert loaded is not None and torch.equal(loaded.sample(7, seed=3), again.sample(7, seed=3))
+    save_sampler(RunPaths(run_copy), sampler)  # latent_dim 3 ≠ the model's 4: not this model's sampler
+    assert stored_sampler(trained, "two-stage") is None
+    with pytest.raises(ValueError, match="gmm sampler only"):
+        fit_sampler(trained, "two-stage", components=2)
