@@ -15,6 +15,7 @@ from betavae.tracking import TRACKERS, TrackerUnavailable, flatten, mlflow_track
 from betavae.training import Trainer, resume, train
 
 from conftest import tiny_config
+from test_training import InterruptAt
 
 
 @pytest.fixture(autouse=True)
@@ -76,21 +77,6 @@ def test_cli_training_logs_params_metric_history_and_figures_to_a_local_store(tm
     figures = sorted(p.name for p in paths.figures.iterdir())
     stored = sorted(a.path.split("/")[-1] for a in client.list_artifacts(run.info.run_id, "figures"))
     assert "curves.png" in figures and stored == figures
-
-
-class InterruptAt:
-    def __init__(self, step: int):
-        self.step = step
-
-    def install(self, monkeypatch):
-        original = Trainer.batch
-
-        def batch(trainer, indices, step=None):
-            if step == self.step:
-                raise KeyboardInterrupt
-            return original(trainer, indices, step)
-
-        monkeypatch.setattr(Trainer, "batch", batch)
 
 
 def test_interrupted_then_resumed_run_continues_the_same_mlflow_run(tmp_path, monkeypatch):
