@@ -20,7 +20,8 @@ likelihood of the fixed values), the prior simply sets them (its dimensions are 
 
 The fit is stored as ``RUN/samplers/<kind>.safetensors`` (the parameters) and ``<kind>.json``
 (settings, the BIC of each candidate, the checkpoint's sha256): no pickle, and a new checkpoint
-refits. Sampling uses the stored parameters with numpy, never scikit-learn's sampler.
+refits. Sampling uses the stored parameters (numpy for the mixture, torch for the second VAE), never
+scikit-learn's sampler.
 """
 from __future__ import annotations
 
