@@ -111,6 +111,11 @@ class RunPaths:
         return self.eval / "attribute_dimensions.json"
 
     @property
+    def dimension_names(self) -> Path:
+        """Each dimension named from its decoded traversals (:mod:`betavae.evaluation.naming`)."""
+        return self.eval / "dimension_names.json"
+
+    @property
     def index(self) -> Path:
         return self.root / "index.html"
 

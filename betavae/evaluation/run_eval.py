@@ -21,6 +21,7 @@ from betavae import __version__
 from betavae.evaluation.figure_set import FigureInputs, write_figures
 from betavae.evaluation.headline import Headline
 from betavae.evaluation.latent_meaning import attribute_analysis, factor_analysis
+from betavae.evaluation.naming import name_labels, stored_dimension_names
 from betavae.evaluation.reconstruction import (
     CONVENTION,
     IMAGE_METRICS,
@@ -116,9 +117,13 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
         if made is None:
             report.unlink(missing_ok=True)  # an earlier evaluation's, which no longer applies
     seconds["latent_meaning"] = round(time.perf_counter() - tick, 2)
+    tick = time.perf_counter()
+    names = stored_dimension_names(trained, ranking)  # named from decoded traversals, no labels needed
+    seconds["dimension_names"] = round(time.perf_counter() - tick, 2)
 
     tick = time.perf_counter()
     labels = {d: label for d, label in enumerate(factors["labels"]) if label != "—"} if factors else {}
+    labels = labels or name_labels(names)  # without factor labels, the unsupervised names
     values = np.linspace(*options.traversal_range, options.traversal_steps)
     inputs = FigureInputs(trained, ranking, options.top_k, values, options.seed, options.index, outside, labels)
     figures = write_figures(inputs, progress=options.progress)
@@ -141,6 +146,7 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
                                        else "--no-disentanglement"},
         "attributes": attributes or {"skipped": "the data have no per-image attributes"},
         "latents": _latents(ranking, options),
+        "dimension_names": names,
         "files": {"figures": [path.relative_to(paths.root).as_posix() for path in figures],
                   "per_image": paths.per_image.relative_to(paths.root).as_posix()},
         "evaluated": {

@@ -20,6 +20,7 @@ from PIL import Image
 
 from betavae.data import imageio
 from betavae.data.transforms import uint8_to_unit, unit_to_uint8
+from betavae.evaluation.naming import name_labels, stored_dimension_names
 from betavae.figures import image_grid, image_png, traversal_images
 from betavae.inference import TrainedModel, load
 from betavae.latents import latent_ranking
@@ -87,13 +88,15 @@ def load_models(run_dirs: list[Path], checkpoint: str = "best") -> list[Explorer
     for index, run_dir in enumerate(run_dirs):
         trained = load(run_dir, checkpoint)
         ranking = latent_ranking(trained)
+        labels = read_labels(Path(run_dir)) or name_labels(stored_dimension_names(trained, ranking))
         models.append(ExplorerModel(index, Path(run_dir).resolve().name, trained, ranking.kl,
-                                    np.asarray(ranking.order), read_labels(Path(run_dir))))
+                                    np.asarray(ranking.order), labels))
     return models
 
 
 def read_labels(run_dir: Path) -> dict[int, str]:
-    """The factor each dimension captures, from the run's disentanglement report; {} without one."""
+    """The factor each dimension captures, from the run's disentanglement report; {} without one
+    (then :func:`load_models` labels the sliders with :mod:`betavae.evaluation.naming`'s names)."""
     path = RunPaths(run_dir).disentanglement
     try:
         entries = json.loads(path.read_text(encoding="utf-8")).get("dimensions", [])
