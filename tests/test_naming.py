@@ -62,7 +62,8 @@ def test_moved_and_scaled_discs():
     assert np.ptp(stat(moved, "area")) < 1e-3
     scaled = torch.stack([ellipse(a=r, b=r) for r in (3.0, 5.0, 7.0)])
     areas = stat(scaled, "area")
-    assert areas[1] / areas[0] == pytest.approx(25 / 9, rel=0.1) and areas[2] / areas[1] == pytest.approx(49 / 25, rel=0.1)
+    assert areas[1] / areas[0] == pytest.approx(25 / 9, rel=0.1)
+    assert areas[2] / areas[1] == pytest.approx(49 / 25, rel=0.1)
     assert np.ptp(stat(scaled, "x")) < 1e-3
 
 
@@ -192,7 +193,8 @@ def test_evaluate_stores_the_names_and_labels_the_traversals_with_them(tiny_run,
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
     seen = []
-    monkeypatch.setattr("betavae.evaluation.run_eval.write_figures", lambda inputs, progress=False: seen.append(inputs.labels) or [])
+    monkeypatch.setattr("betavae.evaluation.run_eval.write_figures",
+                        lambda inputs, progress=False: seen.append(inputs.labels) or [])
     options = EvalOptions(fid=False, disentanglement=False, progress=False, max_images=16)
     metrics = evaluate_run(run, options)
     names = metrics["dimension_names"]

@@ -12,9 +12,13 @@ statistic          measured on the foreground (see below)       scale (effect 1 
 =================  ===========================================  ===============================
 ``x``, ``y``       weighted centroid, as a fraction of the      half the image size
                    image size (y grows downwards)
-``area``           weighted area                                the mean area over the sweeps
+``area``           fraction of pixels at ≥ half the foreground  the mean area over the sweeps
+                   contrast (blur does not change it)
 ``angle``          principal axis of the second moments,        90°
-                   mod 180° (unwrapped along the sweep)
+                   mod 180° (unwrapped along the sweep; a step
+                   counts in proportion to the shape's
+                   elongation up to :data:`MIN_ELONGATION`, as a
+                   round shape has no axis)
 ``hue``            circular mean hue (RGB only), unwrapped      0.5 (the largest hue distance)
 ``saturation``     mean HSV saturation (RGB only)               1
 ``value``          mean HSV value (brightness)                  1
@@ -24,8 +28,8 @@ statistic          measured on the foreground (see below)       scale (effect 1 
 =================  ===========================================  ===============================
 
 The background colour is the per-channel median of the image's border pixels; a pixel's
-foreground weight is its RMS colour distance from it divided by :data:`FOREGROUND_CONTRAST`,
-clipped to [0, 1].
+foreground weight is its RMS colour distance from it divided by the image's largest distance (at
+least :data:`FOREGROUND_CONTRAST`, so a nearly empty image has nearly no foreground).
 
 **The rule.** The statistic of largest absolute effect names the dimension ("moves right" /
 "moves left", "moves down" / "moves up", "larger" / "smaller", "rotates", "hue", "saturation",
