@@ -6,6 +6,7 @@ import yaml
 from PIL import Image
 
 from betavae.cli import build_parser, main
+from betavae.evaluation.headline import read_headline
 from betavae.runs import RunPaths, read_info
 
 
@@ -84,9 +85,13 @@ def test_reconstruct_and_info(tiny_run, tmp_path, capsys):
 def test_demo_trains_then_redraws_without_retraining(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [a.replace("model.preset=tiny", "model.channels=[8,16]") for a in tiny_overrides()]
-    assert main(["demo", "--out", str(out), *overrides]) == 0
+    assert main(["demo", "--out", str(out), *overrides, "--points", "200"]) == 0
     assert (out / "index.html").is_file() and (out / "figures" / "samples.png").is_file()
-    first = RunPaths(out).last.stat().st_mtime_ns
+    headline = read_headline(out)  # evaluated: metrics on the page, the factor heatmap drawn
+    assert headline.value("mig") is not None and headline.value("fid") is None
+    assert (out / "figures" / "mi_heatmap.png").is_file() and "MIG" in (out / "index.html").read_text()
+    first, evaluated = RunPaths(out).last.stat().st_mtime_ns, RunPaths(out).eval_metrics.stat().st_mtime_ns
     assert main(["demo", "--out", str(out)]) == 0
     assert "finished earlier" in capsys.readouterr().out
     assert RunPaths(out).last.stat().st_mtime_ns == first
+    assert RunPaths(out).eval_metrics.stat().st_mtime_ns == evaluated  # not evaluated again
