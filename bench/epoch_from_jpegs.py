@@ -30,6 +30,7 @@ from betavae.data.device_images import DeviceImages
 from betavae.data.prepare import PrepareOptions, prepare
 from betavae.data.prepared import load_prepared
 from betavae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalizer, random_hflip, uint8_to_unit
+from betavae.hardware import choose_precision
 from common import interleaved, parser, report, seconds, table
 from train_step import make_step as make_train_step
 
@@ -107,11 +108,11 @@ def device_batches(cache: Path, device: str = "cpu") -> Callable[[], Iterator[to
     return epoch
 
 
-def make_step(channels_last: bool, compile_model: bool = False) -> Callable[[torch.Tensor], None]:
+def make_step(channels_last: bool, compile_model: bool = False, precision: str = "fp32") -> Callable[[torch.Tensor], None]:
     """The study's fp32 Adam step on a `paper` model (bench/train_step.py's): the reference model
     eager NCHW, or betavae's channels_last model, optionally compiled."""
     return make_train_step(BATCH, reference=not channels_last, channels_last=channels_last,
-                           compile_model=compile_model)
+                           compile_model=compile_model, precision=precision)
 
 
 def images_per_s(batches: Callable[[], Iterator[torch.Tensor]], count: int,
@@ -146,11 +147,21 @@ def main() -> None:
         fast_step(next(ours()))
         compile_s, _ = seconds(lambda: compiled_step(next(held())))
         compiled_step(next(held()))
-        epoch = interleaved({BASELINE: images_per_s(reference, count, base_step),
-                             OURS: images_per_s(ours, count, fast_step),
-                             DEVICE: images_per_s(held, count, fast_step),
-                             DEVICE_COMPILED: images_per_s(held, count, compiled_step)}, repeats)
-    tables = [table(f"Epoch of {count} JPEGs (178×218 → 64×64), data + fp32 training step", epoch, BASELINE),
+        variants = {BASELINE: images_per_s(reference, count, base_step),
+                    OURS: images_per_s(ours, count, fast_step),
+                    DEVICE: images_per_s(held, count, fast_step),
+                    DEVICE_COMPILED: images_per_s(held, count, compiled_step)}
+        auto = choose_precision("auto", torch.device("cpu"))[0]
+        if auto != "fp32":  # the path `precision: auto` takes on this machine, eager and compiled
+            auto_step, auto_compiled = make_step(True, precision=auto), make_step(True, True, precision=auto)
+            auto_step(next(held()))
+            auto_compiled(next(held()))
+            variants |= {f"device images, channels_last, {auto} (auto)": images_per_s(held, count, auto_step),
+                         f"device images, channels_last + compile, {auto} (auto)":
+                             images_per_s(held, count, auto_compiled)}
+        epoch = interleaved(variants, repeats)
+    tables = [table(f"Epoch of {count} JPEGs (178×218 → 64×64), data + training step (fp32 unless named)", epoch,
+                    BASELINE),
               table(f"Data pipeline only, {count} JPEGs, batch {BATCH}", data_only, DATA_BASELINE)
               + f"\n\nOne-off cache build (`prepare`, folder recipe, all cores): {build_s:.2f} s "
               f"({count / build_s:.0f} images/s); one-off compile (first step, before the timed epochs): "
