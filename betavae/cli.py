@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="betavae", description=__doc__)
     parser.add_argument("--version", action="version", version=f"betavae {__version__}")
+    parser.add_argument("-q", dest="silent", action="store_true",
+                        help="no progress bars and no informational messages from any command (errors and "
+                        "warnings still show), e.g. betavae -q train ...")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("train", help="train a model from a YAML config (or resume a run)",
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from betavae.training import TrainingDiverged
 
     args = build_parser().parse_args(argv)
-    _show_library_messages()
+    _show_library_messages(silent=args.silent)
     try:
         with terminate_as_interrupt():
             return args.func(args)
@@ -320,16 +323,31 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _show_library_messages() -> None:
+def _show_library_messages(silent: bool = False) -> None:
     """The library reports through :mod:`logging` (logger ``betavae``); the command line shows its
-    messages on stderr, plain. Set up once, and not when the caller configured ``betavae`` itself."""
+    messages on stderr, plain. Set up once, and not when the caller configured ``betavae`` itself.
+    ``silent`` (``betavae -q``): warnings and errors only, and every progress bar off."""
+    if silent:
+        _silence_progress_bars()
     library = logging.getLogger("betavae")
     if library.handlers or library.level != logging.NOTSET:
         return
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     library.addHandler(handler)
-    library.setLevel(logging.INFO)
+    library.setLevel(logging.WARNING if silent else logging.INFO)
+
+
+def _silence_progress_bars() -> None:
+    """Every tqdm bar of this process disabled, whatever its creator asked for (``betavae -q``)."""
+    from tqdm import std
+
+    show = std.tqdm.__init__
+
+    def hidden(self, *args, **kwargs):
+        show(self, *args, **{**kwargs, "disable": True})
+
+    std.tqdm.__init__ = hidden
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,7 @@
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -45,7 +48,6 @@ def test_existing_run_is_refused_and_bad_config_exits_2(tmp_path, tiny_run, caps
 
 
 def test_resume_of_a_finished_run_keeps_its_steps(tiny_run, tmp_path):
-    import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run, copy)
@@ -95,3 +97,13 @@ def test_demo_trains_then_redraws_without_retraining(tmp_path, capsys):
     assert "finished earlier" in capsys.readouterr().out
     assert RunPaths(out).last.stat().st_mtime_ns == first
     assert RunPaths(out).eval_metrics.stat().st_mtime_ns == evaluated  # not evaluated again
+
+
+def test_q_silences_every_progress_bar_and_message(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    argv = ["evaluate", str(run), "--no-fid", "--disentanglement-points", "100", "--dci-points", "60"]
+    loud = subprocess.run([sys.executable, "-m", "betavae", *argv], capture_output=True, text=True)
+    quiet = subprocess.run([sys.executable, "-m", "betavae", "-q", *argv], capture_output=True, text=True)
+    assert loud.returncode == quiet.returncode == 0
+    assert "reconstruction (validation)" in loud.stderr and quiet.stderr == ""
+    assert json.loads(quiet.stdout[:quiet.stdout.rindex("}") + 1])["n_val"] > 0  # the results still print
