@@ -48,7 +48,6 @@ def test_existing_run_is_refused_and_bad_config_exits_2(tmp_path, tiny_run, caps
 
 
 def test_resume_of_a_finished_run_keeps_its_steps(tiny_run, tmp_path):
-
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run, copy)
     assert main(["train", "--resume", str(copy), "--no-figures"]) == 0
