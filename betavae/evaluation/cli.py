@@ -59,8 +59,10 @@ def evaluation_options(args: argparse.Namespace):
 
 def _evaluate(args: argparse.Namespace) -> int:
     from betavae.evaluation.run_eval import evaluate_run
+    from betavae.tracking import log_figures
 
     metrics = evaluate_run(args.run, evaluation_options(args))
+    log_figures(args.run)  # the redrawn figures, to the run's MLflow run when it has one
     print(json.dumps(metrics.get("headline", {}), indent=2))
     print(f"wrote {Path(args.run) / 'eval'} (metrics.json) and {Path(args.run) / 'figures'}; "
           f"open {Path(args.run) / 'index.html'}")
