@@ -254,6 +254,8 @@ def log_figures(run_dir: str | Path) -> None:
     """Logs ``RUN/figures`` as artefacts (``figures/``) of the run's MLflow run, if it has one;
     called after the figures are drawn (``betavae train``, a study cell)."""
     paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        return
     config = read_config(paths.root)
     if "mlflow" not in config.train.trackers or not paths.figures.is_dir():
         return
