@@ -166,9 +166,10 @@ def test_evaluate_cli_passes_fid_options(run_copy, tmp_path, monkeypatch, capsys
 
 def test_missing_fid_weights_fail_before_any_work(run_copy, monkeypatch):
     monkeypatch.setenv("BETAVAE_FID_WEIGHTS", str(run_copy / "missing.pt"))
+    before = {p: p.stat().st_mtime_ns for p in run_copy.rglob("*")}
     with pytest.raises(FileNotFoundError, match="--no-fid"):
         _cli(["evaluate", str(run_copy), "--quiet"])
-    assert not RunPaths(run_copy).eval.exists()
+    assert {p: p.stat().st_mtime_ns for p in run_copy.rglob("*")} == before  # nothing written or changed
 
 
 def test_evaluate_without_fid(run_copy, recwarn, capsys):
