@@ -11,7 +11,8 @@ from pathlib import Path
 # Idle OpenMP threads sleep instead of spinning (read once, when torch loads, hence before any torch
 # import): with other processes on the cores, torch's default spin-waiting pair of threads lost most
 # of each step waiting for a descheduled partner (training step 2.4-3.1x, evaluate --no-fid 106 s ->
-# 61 s under load; same results). The user's own setting wins.
+# 61 s under load; same results); on an idle machine it costs 5-8 % of a training step
+# (bench/thread_policy.py). The user's own setting wins (OMP_WAIT_POLICY=ACTIVE for a dedicated machine).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import yaml
