@@ -7,7 +7,7 @@ Two parts (both print Markdown tables and write ``bench/results/disentanglement*
   dSprites' factor sizes (3, 6, 40, 32, 32) and 10 latents, and, with ``--run RUN``, the codes of a
   trained run's encoder on its ground-truth generator. D, C, I of both, their differences, and
   the seconds (wall and process CPU) of each.
-* ``--full RUN``: ``betavae.analysis.disentanglement_report`` on a run at disentanglement_lib's
+* ``--full RUN``: ``betavae.evaluation.disentanglement.disentanglement_report`` on a run at disentanglement_lib's
   counts (10,000 training / 5,000 test points for every metric, DCI included): seconds per
   metric, wall and CPU, and how many images the BetaVAE/FactorVAE scores asked for and encoded.
 
