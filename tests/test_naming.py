@@ -174,13 +174,15 @@ def test_names_are_stored_per_checkpoint(tmp_path):
 def test_traverse_labels_its_rows_with_the_names(tiny_run, tmp_path):
     from PIL import Image
 
+    from betavae.cli import main
     from betavae.evaluation.traverse import write_traversal
     from betavae.runs import RunPaths
 
     run = shutil.copytree(tiny_run, tmp_path / "run")
     RunPaths(run).disentanglement.unlink(missing_ok=True)
     plain, dims = write_traversal(run, tmp_path / "plain.png", dims="0,1")
-    labelled, _ = write_traversal(run, tmp_path / "named.png", dims="0,1", labels=True)
+    labelled = tmp_path / "named.png"  # through the command line: `betavae traverse --labels`
+    assert main(["traverse", str(run), "--dims", "0,1", "--labels", "--out", str(labelled)]) == 0
     names = json.loads(RunPaths(run).dimension_names.read_text())
     assert [e["dim"] for e in names["dimensions"]] == list(range(len(names["dimensions"])))
     widened = any(names["dimensions"][d]["name"] != INACTIVE for d in dims)

@@ -73,7 +73,7 @@ def _traverse(args: argparse.Namespace) -> int:
     from betavae.evaluation.traverse import write_traversal
 
     path, dims = write_traversal(args.run, args.out, args.image, args.index, args.dims, args.range[0], args.range[1],
-                                 args.steps, args.checkpoint, args.scale)
+                                 args.steps, args.checkpoint, args.scale, labels=args.labels)
     print(f"wrote {path} (dimensions {', '.join(map(str, dims))})")
     return 0
 
@@ -163,5 +163,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=7, help="values per dimension (default 7)")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.add_argument("--scale", type=positive_int, default=2, help="pixel enlargement of the strip (default 2)")
+    p.add_argument("--labels", action="store_true",
+                   help="also name each row's dimension: the factor it captures (when evaluate found one) or the "
+                   "name read from its traversal (moves right, larger, …; betavae.evaluation.naming)")
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a .safetensors path")
     p.set_defaults(func=_traverse)
