@@ -8,8 +8,11 @@ have factors or attributes, every figure of :data:`betavae.evaluation.figure_set
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -100,41 +103,37 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     paths = RunPaths(Path(run_dir))
     ranking = latent_ranking(trained)
     seconds: dict[str, float] = {}
+    stage = functools.partial(_timed, seconds)
 
-    tick = time.perf_counter()
-    val_rows, selection = _validation_rows(trained, options)
-    reconstruction, per_image, outside = _reconstruction(trained, val_rows, selection, options)
-    write_text(paths.per_image, per_image)
-    seconds["reconstruction"] = round(time.perf_counter() - tick, 2)
+    with stage("reconstruction"):
+        val_rows, selection = _validation_rows(trained, options)
+        reconstruction, per_image, outside = _reconstruction(trained, val_rows, selection, options)
+        write_text(paths.per_image, per_image)
 
-    tick = time.perf_counter()
-    factors = None
-    if options.disentanglement:
-        factors = factor_analysis(trained, paths, options.disentanglement_points, options.dci_points, options.seed,
-                                  options.dci_backend, options.progress, options.rendered_points)
-    attributes = attribute_analysis(trained, paths, val_rows, progress=options.progress)
-    for report, made in ((paths.disentanglement, factors), (paths.attributes, attributes)):
-        if made is None:
-            report.unlink(missing_ok=True)  # an earlier evaluation's, which no longer applies
-    seconds["latent_meaning"] = round(time.perf_counter() - tick, 2)
-    tick = time.perf_counter()
-    names = stored_dimension_names(trained, ranking)  # named from decoded traversals, no labels needed
-    seconds["dimension_names"] = round(time.perf_counter() - tick, 2)
+    with stage("latent_meaning"):
+        factors = None
+        if options.disentanglement:
+            factors = factor_analysis(trained, paths, options.disentanglement_points, options.dci_points,
+                                      options.seed, options.dci_backend, options.progress, options.rendered_points)
+        attributes = attribute_analysis(trained, paths, val_rows, progress=options.progress)
+        for report, made in ((paths.disentanglement, factors), (paths.attributes, attributes)):
+            if made is None:
+                report.unlink(missing_ok=True)  # an earlier evaluation's, which no longer applies
+    with stage("dimension_names"):
+        names = stored_dimension_names(trained, ranking)  # named from decoded traversals, no labels needed
 
-    tick = time.perf_counter()
-    labels = {d: label for d, label in enumerate(factors["labels"]) if label != "—"} if factors else {}
-    labels = labels or name_labels(names)  # without factor labels, the unsupervised names
-    values = np.linspace(*options.traversal_range, options.traversal_steps)
-    inputs = FigureInputs(trained, ranking, options.top_k, values, options.seed, options.index, outside, labels)
-    figures = write_figures(inputs, progress=options.progress)
-    seconds["figures"] = round(time.perf_counter() - tick, 2)
+    with stage("figures"):
+        labels = {d: label for d, label in enumerate(factors["labels"]) if label != "—"} if factors else {}
+        labels = labels or name_labels(names)  # without factor labels, the unsupervised names
+        values = np.linspace(*options.traversal_range, options.traversal_steps)
+        inputs = FigureInputs(trained, ranking, options.top_k, values, options.seed, options.index, outside, labels)
+        figures = write_figures(inputs, progress=options.progress)
 
     quality = {"skipped": "--no-fid"}
     if options.fid:
-        tick = time.perf_counter()
-        quality = sample_quality(trained, extractor, options.fid_samples, options.fid_reference, options.kid,
-                                 options.seed, options.cache_dir, options.samplers)
-        seconds["sample_quality"] = round(time.perf_counter() - tick, 2)
+        with stage("sample_quality"):
+            quality = sample_quality(trained, extractor, options.fid_samples, options.fid_reference, options.kid,
+                                     options.seed, options.cache_dir, options.samplers)
     seconds["total"] = round(time.perf_counter() - started, 2)
 
     headline = Headline(**_headline_values(reconstruction, quality, ranking, factors))
@@ -161,6 +160,14 @@ def evaluate_run(run_dir: str | Path, options: EvalOptions | None = None,
     write_json(paths.eval_metrics, metrics)
     write_run_page(paths.root)
     return metrics
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Records the wall time of the block in ``seconds[name]`` (metrics.json ``evaluated.seconds``)."""
+    start = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - start, 2)
 
 
 def _check_options(trained: TrainedModel, options: EvalOptions) -> None:
