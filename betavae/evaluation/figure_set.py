@@ -7,6 +7,7 @@ figure is a draw function and one :data:`FIGURES` entry.
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,7 +56,9 @@ class FigureInputs:
     def shown(self) -> torch.Tensor:
         return self.trained.images(self.trained.validation_sample(SHOWN_IMAGES, self.seed))
 
+    @functools.cached_property
     def z_image(self) -> torch.Tensor:
+        """μ of the validation image the traversals start from (encoded once for every figure)."""
         image = self.trained.images(np.sort(self.trained.data().val_indices)[[self.index]])
         return self.trained.encode(image).mean[0]
 
@@ -108,13 +111,13 @@ FIGURES: dict[str, FigureSpec] = {
                              f"(active: above {ACTIVE_KL_NATS} nats)",
                              lambda f: kl_bars(f.ranking.kl, ACTIVE_KL_NATS), after_training=True),
     "traversals": FigureSpec("traversals.png", "The top dimensions by KL traversed from an encoded validation image",
-                             lambda f: f.sheet(f.z_image(), f.top), after_training=True),
+                             lambda f: f.sheet(f.z_image, f.top), after_training=True),
     "traversals_prior": FigureSpec("traversals_prior.png", "The top dimensions traversed from a prior sample",
                                    lambda f: f.sheet(prior_codes(1, f.trained.latent_dim, f.seed)[0], f.top)),
     "traversals_all": FigureSpec("traversals_all_dims.png", "Every dimension traversed from an encoded validation image",
-                                 lambda f: f.sheet(f.z_image(), f.ranking.order, scale=1)),
+                                 lambda f: f.sheet(f.z_image, f.ranking.order, scale=1)),
     "traversals_gif": FigureSpec("traversals.gif", "Animated traversals of the top dimensions",
-                                 lambda f: traversal_gif(f.trained, f.z_image(), f.top, f.values[0], f.values[-1])),
+                                 lambda f: traversal_gif(f.trained, f.z_image, f.top, f.values[0], f.values[-1])),
     "reconstructions_outside": FigureSpec("reconstructions_outside.png", "Outside images (odd rows) and their "
                                           "reconstructions (even rows)", _outside_reconstructions),
     "mi_heatmap": FigureSpec("mi_heatmap.png", "Normalised mutual information between each ground-truth factor "
