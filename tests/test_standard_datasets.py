@@ -209,6 +209,40 @@ def test_truncated_compressed_member_fails_and_leaves_no_cache(tmp_path):
     assert not any((tmp_path / "cache" / "datasets").glob("*"))
 
 
+def test_unusable_cache_is_one_line_naming_the_variable(tmp_path, monkeypatch):
+    path = tmp_path / "d.npz"
+    write_dsprites(path)
+    (tmp_path / "not_a_folder").write_text("x")
+    monkeypatch.setenv("BETAVAE_CACHE", str(tmp_path / "not_a_folder"))
+    with pytest.raises(DatasetFileError) as error:
+        DSpritesFile(path)
+    message = str(error.value)
+    assert "\n" not in message and "BETAVAE_CACHE" in message and "cannot convert 'imgs'" in message
+
+
+def test_interrupted_conversion_leaves_no_cache_that_is_trusted(tmp_path, monkeypatch):
+    path = tmp_path / "d.npz"
+    imgs = write_dsprites(path)
+    monkeypatch.setattr(standard, "_COPY_BYTES", 64 * 64)  # one row per step, so the stop is mid-member
+    real_read, calls = standard._read_exactly, []
+
+    def interrupted(stream, size):
+        calls.append(size)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the conversion
+        return real_read(stream, size)
+
+    monkeypatch.setattr(standard, "_read_exactly", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        DSpritesFile(path)
+    cache = tmp_path / "cache" / "datasets"
+    assert not any(cache.glob("*"))
+    monkeypatch.setattr(standard, "_read_exactly", real_read)
+    (cache / ".leftover-of-a-kill-9.tmp").write_bytes(b"half")  # what SIGKILL can leave: ignored
+    data = DSpritesFile(path)
+    assert np.array_equal(data.read(np.arange(len(imgs)))[..., 0] // 255, imgs)
+
+
 # ----- configs, build_data, train and evaluate ---------------------------------------------------
 def test_config_names_derive_from_the_registry_and_need_a_path(tmp_path):
     assert {"dsprites-file", "shapes3d-file", "mpi3d-file", "dsprites", "prepared"} <= set(DATA_SOURCES)

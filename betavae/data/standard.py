@@ -43,6 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from betavae.data.groundtruth import GroundTruthData
+from betavae.fileio import atomic_path
 
 CACHE_ENV = "BETAVAE_CACHE"  # as betavae.metrics.inception: one cache root for the package
 READ_ROWS = 4096  # rows read (and resized) per step
@@ -250,12 +251,11 @@ class _Npz:
         row_shape, row_bytes = shape[1:], int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         step = max(1, _COPY_BYTES // max(row_bytes, 1))
         sample = convert(np.zeros((1, *row_shape), dtype=dtype))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         header = {"descr": np.lib.format.dtype_to_descr(sample.dtype), "fortran_order": False,
                   "shape": (shape[0], *sample.shape[1:])}
         try:  # plain writes, not a writable memmap: only one chunk is ever held
-            with self.zip.open(self.members[key]) as stream, open(temporary, "wb") as out:
+            with atomic_path(target) as temporary, self.zip.open(self.members[key]) as stream, \
+                    open(temporary, "wb") as out:
                 _read_npy_header(stream)
                 np.lib.format.write_array_header_2_0(out, header)
                 for start in range(0, shape[0], step):
@@ -267,11 +267,11 @@ class _Npz:
                     out.write(np.ascontiguousarray(convert(rows)).data)
                 while stream.read(1 << 20):  # reaching the end makes zipfile check the member's CRC
                     pass
-            os.replace(temporary, target)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            raise self.fail(f"'{key}' cannot be decompressed into the cache {target} ({exc})") from None
-        finally:
-            temporary.unlink(missing_ok=True)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+            raise self.fail(f"'{key}' cannot be decompressed ({exc})") from None
+        except OSError as exc:  # mostly the cache: not writable, full, or not a folder
+            raise DatasetFileError(f"cannot convert '{key}' of {self.path} into the cache {target} ({exc}); "
+                                   f"point {CACHE_ENV} at a writable folder with room") from None
 
 
 def _read_npy_header(stream) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -483,21 +483,18 @@ class FileGroundTruth(GroundTruthData):
 
     kind = ""
     default_file = ""
+    store_type: type[_Store] = _Store  # opens the file; ``open_options`` go to it
 
     def __init__(self, path: str | Path | None = None, factor_values=None, image_size: int = 64,
-                 store: _Store | None = None):
+                 store: _Store | None = None, **open_options):
         if store is None:
             if path is None:
                 raise ValueError(f"{type(self).__name__} needs the path of the {self.kind} file")
-            store = self._open(Path(path).expanduser())
+            store = self.store_type(Path(path).expanduser(), **open_options)
         self.store, self.image_size, self.channels = store, int(image_size), store.channels
         if self.image_size < 8:
             raise ValueError("image_size must be at least 8")
         super().__init__(factor_values)
-
-    @classmethod
-    def _open(cls, path: Path) -> _Store:
-        raise NotImplementedError
 
     def _options(self) -> dict:
         return {"store": self.store, "image_size": self.image_size}
@@ -531,36 +528,22 @@ class DSpritesFile(FileGroundTruth):
     """dSprites from ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``: 1 channel, values 0 or 255."""
 
     factor_names = DSPRITES_FACTOR_NAMES
-    kind, default_file = "dSprites", "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-
-    @classmethod
-    def _open(cls, path: Path) -> _Store:
-        return _DSpritesStore(path)
+    kind, default_file, store_type = "dSprites", "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", _DSpritesStore
 
 
 class Shapes3DFile(FileGroundTruth):
     """DeepMind's 3D Shapes from ``3dshapes.h5`` (RGB)."""
 
     factor_names = SHAPES3D_FACTOR_NAMES
-    kind, default_file = "Shapes3D", "3dshapes.h5"
-
-    @classmethod
-    def _open(cls, path: Path) -> _Store:
-        return _Shapes3DStore(path)
+    kind, default_file, store_type = "Shapes3D", "3dshapes.h5", _Shapes3DStore
 
 
 class MPI3DFile(FileGroundTruth):
-    """MPI3D (toy, realistic or real) from its ``.npz`` (RGB); ``factor_sizes`` replaces the published
+    """MPI3D (toy, realistic or real) from its ``.npz`` (RGB); ``factor_sizes=`` replaces the published
     grid for a smaller file in the same layout."""
 
     factor_names = MPI3D_FACTOR_NAMES
-    kind, default_file = "MPI3D", "mpi3d_toy.npz"
-
-    def __init__(self, path=None, factor_values=None, image_size: int = 64, store=None,
-                 factor_sizes: Sequence[int] | None = None):
-        if store is None and path is not None:
-            store = _MPI3DStore(Path(path).expanduser(), factor_sizes)
-        super().__init__(path, factor_values, image_size, store)
+    kind, default_file, store_type = "MPI3D", "mpi3d_toy.npz", _MPI3DStore
 
 
 # The dataset files betavae reads (``data.name`` → reader); config choices derive from this registry.
