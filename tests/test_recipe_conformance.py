@@ -59,3 +59,28 @@ def test_prepare_help_lists_every_recipe_and_each_recipe_has_its_own(capsys):
             parser.parse_args(["prepare", name, "--help"])
         first_line = module.__doc__.strip().splitlines()[0]
         assert first_line in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--max-pixels", "-5", "is not 0 (no limit) or a positive whole number"),
+        ("--max-pixels", "many", "is not 0 (no limit) or a positive whole number"),
+        ("--val-fraction", "abc", "'abc' is not a number"),
+        ("--val-fraction", "1.5", "must lie strictly between 0 and 1"),
+    ],
+)
+def test_bad_common_options_are_one_line_naming_the_option(option, value, says, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _prepare_parser().parse_args(
+            ["prepare", "folder", "--source", str(tmp_path), "--out", str(tmp_path / "out"), option, value]
+        )
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {option}: " in error and says in error
+
+
+def test_max_pixels_zero_means_no_limit(tmp_path):
+    args = _prepare_parser().parse_args(
+        ["prepare", "folder", "--source", str(tmp_path), "--out", str(tmp_path / "o"), "--max-pixels", "0"]
+    )
+    assert args.max_pixels == 0

@@ -25,9 +25,23 @@ from betavae.data.recipes import RECIPES
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _pixel_limit(text: str) -> int:
+    """--max-pixels: 0 (no limit) or a positive whole number."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 0 (no limit) or a positive whole number")
     return value
 
 
@@ -72,7 +86,7 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add("--limit", type=positive_int, help="use a seeded random choice of this many images")
     add(
         "--max-pixels",
-        type=int,
+        type=_pixel_limit,
         default=Image.MAX_IMAGE_PIXELS,
         help="larger images are skipped as decompression bombs; 0: no limit "
         f"(default: Pillow's {Image.MAX_IMAGE_PIXELS})",
