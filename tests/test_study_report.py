@@ -105,24 +105,34 @@ class Page(HTMLParser):
             self._cell.append(data)
 
 
+def build_study(root, study: dict, evaluate) -> tuple[StudyPaths, dict]:
+    """A study folder ``root/out`` built without Ray: the study file written to ``root/NAME.yaml``, every
+    cell trained, then ``evaluate(cell, run_dir)``; returns its paths and initial (all finished) state."""
+    study_file = root / f"{study['name']}.yaml"
+    study_file.write_text(yaml.safe_dump(study, allow_unicode=True))
+    spec, cells = load_study(study_file)
+    paths = StudyPaths(root / "out")
+    for cell in cells:
+        train(cell.config, paths.cell(cell.name))
+        evaluate(cell, paths.cell(cell.name))
+    return paths, _initial_state(spec, cells, paths, study_file)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A finished study of 5 cells (trained and evaluated here, no Ray) plus one failed cell; its report."""
     root = tmp_path_factory.mktemp("study")
-    study_file = root / "mini.yaml"
-    study_file.write_text(yaml.safe_dump(STUDY, allow_unicode=True))
-    spec, cells = load_study(study_file)
-    paths = StudyPaths(root / "out")
     extractor = FeatureExtractor(StandIn(), "stand-in:study", batch_size=16, progress=False)
-    for cell in cells:
-        train(cell.config, paths.cell(cell.name))
+
+    def evaluate(cell, run_dir):
         options = EvalOptions(fid=True, kid=True, fid_samples=32, fid_reference=32, cache_dir=root / "fid-cache",
                               disentanglement=cell.name == FACTOR_CELL, disentanglement_points=200, dci_points=100,
                               progress=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # FID from 32 samples is biased: expected here
-            evaluate_run(paths.cell(cell.name), options, extractor=extractor)
-    state = _initial_state(spec, cells, paths, study_file)
+            evaluate_run(run_dir, options, extractor=extractor)
+
+    paths, state = build_study(root, STUDY, evaluate)
     state["cells"]["shapes_beta1000"] = {
         "name": "shapes_beta1000", "dataset": "shapes", "label": "shapes", "article": "celeba", "group": "grid",
         "values": {"objective.beta": 1000}, "describe": "β=1000", "run": "cells/shapes_beta1000", "state": "failed",
@@ -354,3 +364,28 @@ def test_article_numbers_match_dataset_objective_beta_and_kld_weight():
     assert article_numbers("celeba", _config(beta=10, kld_weight=0.01)) is None
     assert article_numbers("celeba", _config(beta=10, reconstruction="bernoulli")) is None
     assert article_numbers("celeba", None) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", 'no "cells" object'),
+    ('{"name": "x"}', 'no "cells" object'),
+    ('{"cells": {"a": {"name": "a", "dataset": "d"}}}', "cell 'a' lacks run"),
+])
+def test_report_on_a_corrupt_study_json_is_a_one_line_error(tmp_path, capsys, text, message):
+    from betavae.cli import main
+
+    (tmp_path / "study.json").write_text(text)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "study.json" in err and message in err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_report_with_a_finished_cells_folder_deleted_shows_it_not_evaluated(tmp_path):
+    entry = {"name": "a_beta1", "dataset": "a", "label": "a", "group": "grid", "values": {"objective.beta": 1},
+             "run": "cells/a_beta1", "state": "finished"}  # its folder deleted after the study ran
+    (tmp_path / "study.json").write_text(json.dumps({"name": "gone", "grid_keys": ["objective.beta"],
+                                                     "cells": {"a_beta1": entry}}))
+    page = Page(write_report(tmp_path).read_text())
+    assert page.tables["table2_reconstruction"]["rows"][0][3] == "not evaluated"

@@ -5,19 +5,15 @@ import io
 import json
 
 import pytest
-import yaml
 
 from betavae.evaluation.headline import SCORES, Headline
 from betavae.evaluation.run_eval import EvalOptions, evaluate_run
 from betavae.study.findings import HOLDS, MEDIANS, PARTLY, CellResult, by_setting, check_findings, smaller_beta_lower_reconstruction
-from betavae.study.folder import StudyPaths, write_state
+from betavae.study.folder import write_state
 from betavae.study.report import disentanglement_table, seeds_table, spread, summarised_scores, udr_correlation_table
-from betavae.study.runner import _initial_state
-from betavae.study.spec import load_study
 from betavae.study.udr import ONE_SEED, StudyUDR, udr_correlations
-from betavae.training import train
 
-from test_study_report import Page
+from test_study_report import Page, build_study
 
 SEEDED = {
     "name": "seeded",
@@ -96,15 +92,8 @@ def test_udr_is_correlated_with_each_supervised_score_over_three_or_more_models(
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """2 β × 2 seeds plus a one-seed extra cell, trained and evaluated (no FID, no factor scores) here."""
-    root = tmp_path_factory.mktemp("seeded")
-    study_file = root / "seeded.yaml"
-    study_file.write_text(yaml.safe_dump(SEEDED, allow_unicode=True))
-    spec, cells = load_study(study_file)
-    paths = StudyPaths(root / "out")
-    for cell in cells:
-        train(cell.config, paths.cell(cell.name))
-        evaluate_run(paths.cell(cell.name), EvalOptions(fid=False, disentanglement=False, progress=False))
-    state = _initial_state(spec, cells, paths, study_file)
+    paths, state = build_study(tmp_path_factory.mktemp("seeded"), SEEDED, lambda cell, run_dir: evaluate_run(
+        run_dir, EvalOptions(fid=False, disentanglement=False, progress=False)))
     write_state(paths, state)
     from betavae.study.report import write_report
 
@@ -147,3 +136,17 @@ def test_seeded_study_report_has_udr_per_model_and_its_correlations(seeded):
     assert correlations and all(r["Spearman ρ with UDR"] == "—" for r in correlations)  # no factor scores here
     findings = _table(page, "findings")
     assert all(r["proxy (ours)"].endswith(MEDIANS) for r in findings)
+
+
+def test_udr_of_one_seed_settings_and_of_failed_settings_needs_no_model():
+    """A grid sweeping train.seed over one value, and a setting whose every seed failed: no UDR, no
+    model loaded (their cells have no run folder), and the seeds table still has a row per setting."""
+    from betavae.study.udr import study_udr
+
+    results = [_cell(1, 0, mig=0.1), _cell(4, 0, mig=0.2), _cell(16, 0, state="failed"), _cell(16, 1, state="failed")]
+    found = study_udr(results)
+    assert found.scores == {} and found.details == {}
+    assert found.reasons == {"a_beta1": ONE_SEED, "a_beta4": ONE_SEED}  # the failed setting: nothing to say
+    rows = [dict(zip(table.columns, row)) for table in [seeds_table(results, found)] for row in table.rows]
+    assert [(r["settings"], r["seeds"], r["UDR"]) for r in rows] == [
+        ("β=1", "1 seed", "—"), ("β=4", "1 seed", "—"), ("β=16", "0 seeds (2 not finished)", "—")]

@@ -77,3 +77,14 @@ def test_inactive_dimensions_are_dropped_and_model_scores_are_medians():
         udr([code])
     with pytest.raises(ValueError, match="unknown similarity"):
         similarity_matrix(code, code, "pearson")
+
+
+@pytest.mark.parametrize("method", ["spearman", "lasso"])
+def test_models_without_active_dimensions_score_zero_without_warnings(method):
+    code = _factorial_code(levels=4)
+    constant = np.zeros_like(code)  # a collapsed posterior: every mean the same
+    with np.errstate(all="raise"):
+        result = udr([code, constant, code], [np.full(3, 1e-3), np.full(3, 1e-3), np.ones(3)], method=method)
+    assert result["active_dims"] == [0, 0, 3]
+    assert result["model_scores"] == [0.0, 0.0, 0.0]
+    assert udr([code, constant], method=method)["model_scores"] == [0.0, 0.0]  # constant codes: R all 0

@@ -56,12 +56,33 @@ class StudyPaths:
         return self.root / "cells" / name
 
 
+# What every cell entry of ``study.json`` must hold for the report to read it.
+_ENTRY_KEYS = ("name", "dataset", "run")
+
+
 def read_state(root: str | Path) -> dict:
-    """The contents of a study folder's ``study.json``."""
+    """The contents of a study folder's ``study.json``; ValueError (naming the file) when it is not
+    JSON or has no ``cells`` object."""
     path = StudyPaths(Path(root)).state
     if not path.is_file():
         raise FileNotFoundError(f"{root} is not a study folder (no study.json); run `betavae study FILE` first")
-    return json.loads(path.read_text())
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); rerun `betavae study FILE` to rewrite it") from None
+    cells = state.get("cells") if isinstance(state, dict) else None
+    if not isinstance(cells, dict):
+        raise ValueError(f"{path} is not a study's state: no \"cells\" object; rerun `betavae study FILE` to rewrite it")
+    return state
+
+
+def check_entries(root: str | Path, state: dict) -> None:
+    """ValueError (naming ``study.json``) when a cell entry of ``state`` lacks what the report reads."""
+    for key, entry in state["cells"].items():
+        missing = [k for k in _ENTRY_KEYS if k not in entry] if isinstance(entry, dict) else list(_ENTRY_KEYS)
+        if missing:
+            raise ValueError(f"{StudyPaths(Path(root)).state}: cell {key!r} lacks {', '.join(missing)}; "
+                             "rerun `betavae study FILE` to rewrite it")
 
 
 def write_state(paths: StudyPaths, state: dict) -> None:

@@ -31,7 +31,7 @@ from betavae.runs import RunPaths, read_csv  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
 from betavae.study.findings import (  # noqa: E402
     FACTOR_SCORES, MEDIANS, SEED, CellResult, Finding, SettingResult, by_setting, check_findings, has_seeds)
-from betavae.study.folder import STATES, StudyPaths, read_state  # noqa: E402
+from betavae.study.folder import STATES, StudyPaths, check_entries, read_state  # noqa: E402
 from betavae.study.spec import display_key  # noqa: E402
 from betavae.study.udr import (  # noqa: E402
     MIN_CORRELATION_MODELS, ONE_SEED, UDR_IMAGES, UDR_SCORE, UDR_SIMILARITY, StudyUDR, study_udr, udr_correlations)
@@ -85,6 +85,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
 
 def collect(root: Path, state: dict) -> list[CellResult]:
     """Every cell of ``study.json`` with its config, headline and last validation row (when present)."""
+    check_entries(root, state)
     return [CellResult.read(root, entry) for entry in state["cells"].values()]
 
 
