@@ -59,12 +59,14 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from betavae.inference import load
     from betavae.samplers import get_sampler
-    from betavae.sampling import parse_assignments, write_samples
+    from betavae.sampling import check_dim, parse_assignments, write_samples
 
     trained = load(args.run, args.checkpoint)
     fixed, sweeps = parse_assignments(args.fix, "fix"), parse_assignments(args.sweep, "sweep")
     if set(fixed) & set(sweeps):
         raise ValueError("a dimension cannot be both fixed and swept")
+    for dim in (*fixed, *sweeps):  # before a sampler is fitted for nothing
+        check_dim(dim, trained.latent_dim)
     sampler = get_sampler(trained, args.sampler, progress=True)
     z = sampler.sample(args.n, args.seed, fixed, sweeps)
     settings = {**sampler.settings(), "seed": args.seed, "fixed": {str(d): v for d, v in fixed.items()},
@@ -273,9 +275,12 @@ def _count_or_all(text: str) -> int | None:
 
 
 def _at_least_two(text: str) -> int:
-    value = positive_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 2:
-        raise argparse.ArgumentTypeError("must be at least 2")
+        raise argparse.ArgumentTypeError(f"{value} must be at least 2")
     return value
 
 

@@ -61,7 +61,7 @@ def latent_ranking(trained) -> LatentRanking:
     A run folder that cannot be written (read-only copy) still gets its ranking, just not stored.
     """
     path = RunPaths(Path(trained.run_dir)).latents
-    digest = _weights_digest(trained)
+    digest = weights_digest(trained)
     stored = _read(path)
     if stored is not None and stored.checkpoint_sha256 == digest != UNKNOWN:
         return stored
@@ -75,7 +75,9 @@ def latent_ranking(trained) -> LatentRanking:
     return ranking
 
 
-def _weights_digest(trained) -> str:
+def weights_digest(trained) -> str:
+    """The sha256 of the checkpoint file ``trained`` was loaded from (:data:`UNKNOWN` when none): what
+    every file stored for one checkpoint (this ranking, :mod:`betavae.samplers`' fits) is keyed to."""
     weights = getattr(trained, "weights", None)
     if weights is None or not Path(weights).is_file():
         return UNKNOWN

@@ -36,7 +36,7 @@ import torch
 
 from betavae.fileio import atomic_path, write_json
 from betavae.runs import RunPaths
-from betavae.sampling import prior_codes
+from betavae.sampling import check_dim, prior_codes
 
 SAMPLER_FORMAT = 1
 GMM_COMPONENTS = (1, 2, 5, 10, 20)  # the candidates BIC chooses from
@@ -120,8 +120,7 @@ class GMMSampler(Sampler):
     def sample(self, n, seed=0, fixed=None, sweeps=None):
         fixed, sweeps = dict(fixed or {}), dict(sweeps or {})
         for dim in (*fixed, *sweeps):
-            if not 0 <= dim < self.latent_dim:
-                raise ValueError(f"latent dimension {dim} does not exist (this model has 0..{self.latent_dim - 1})")
+            check_dim(dim, self.latent_dim)
         if set(fixed) & set(sweeps):
             raise ValueError("a dimension cannot be both fixed and swept")
         rng = np.random.default_rng(seed)
@@ -313,17 +312,12 @@ class TwoStageSampler(Sampler):
             x = self.net.decoder(u) + noise * (0.5 * self.net.log_gamma).exp()
             z[:, self.active] = x * self.scale + self.shift
         for dim, value in (fixed or {}).items():
-            _check(dim, self.latent_dim)
+            check_dim(dim, self.latent_dim)
             z[:, dim] = value
         for dim, (low, high) in (sweeps or {}).items():
-            _check(dim, self.latent_dim)
+            check_dim(dim, self.latent_dim)
             z[:, dim] = torch.linspace(low, high, n)
         return z
-
-
-def _check(dim: int, latent_dim: int) -> None:
-    if not 0 <= dim < latent_dim:
-        raise ValueError(f"latent dimension {dim} does not exist (this model has 0..{latent_dim - 1})")
 
 
 SAMPLERS: dict[str, type[Sampler]] = {cls.kind: cls for cls in (PriorSampler, GMMSampler, TwoStageSampler)}
@@ -345,6 +339,10 @@ def fit_gmm(codes: np.ndarray, components: int | None = None, seed: int = 0,
     from betavae.metrics.disentanglement import progress_bar
 
     codes = np.asarray(codes, dtype=np.float64)
+    if len(codes) < 2:
+        raise ValueError(f"a Gaussian mixture needs the codes of at least 2 training images (got {len(codes)})")
+    if components is not None and components > len(codes):
+        raise ValueError(f"{components} components need at least as many training images (got {len(codes)})")
     candidates = [components] if components else [k for k in GMM_COMPONENTS if k <= max(1, len(codes) // 2)] or [1]
     best, bics = None, {}
     with progress_bar(progress, len(candidates), "GMM (BIC over components)", "fit") as bar:
@@ -394,22 +392,22 @@ def training_codes(trained, max_images: int | None = FIT_IMAGES, seed: int = 0, 
 def fit_sampler(trained, kind: str = "gmm", components: int | None = None, seed: int = 0,
                 max_images: int | None = FIT_IMAGES, progress: bool = False, store: bool = True) -> Sampler:
     """Fits a sampler of ``kind`` on the training split's codes and stores it with the run (when it can)."""
-    from betavae.latents import _weights_digest, latent_ranking
+    from betavae.latents import latent_ranking, weights_digest
 
     cls = SAMPLERS[check_kind(kind)]
     if not cls.fitted:
         return cls(trained.latent_dim, {"kind": kind})
     if components is not None and components < 1:
         raise ValueError("--components must be at least 1")
+    if components is not None and cls is not GMMSampler:  # before the training images are encoded
+        raise ValueError("--components applies to the gmm sampler only")
     ranking = latent_ranking(trained)
     codes, described = training_codes(trained, max_images, seed, progress)
     active = list(ranking.active)
     info = {"format": SAMPLER_FORMAT, "kind": kind, "latent_dim": trained.latent_dim, "active_dims": active,
             "fit_codes": described, "fit_images": len(codes), "seed": seed,
-            "checkpoint_sha256": _weights_digest(trained)}
+            "checkpoint_sha256": weights_digest(trained)}
     if cls is TwoStageSampler:
-        if components is not None:
-            raise ValueError("--components applies to the gmm sampler only")
         sampler = TwoStageSampler.fit(codes, trained.latent_dim, active, seed, progress)
         sampler.info = {**info, **sampler.info}
         return _stored(trained, sampler, store)
@@ -436,6 +434,9 @@ def save_sampler(paths: RunPaths, sampler: Sampler) -> Path:
 
     target = paths.sampler(sampler.kind)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # the .json goes first and comes back last: a write cut short (Ctrl-C, full disk) leaves no .json,
+    # so the other half is never read with a previous fit's settings (stored_sampler then refits)
+    paths.sampler_info(sampler.kind).unlink(missing_ok=True)
     with atomic_path(target) as tmp:
         save_file({k: v.contiguous() for k, v in sampler.tensors().items()}, str(tmp))
     write_json(paths.sampler_info(sampler.kind), sampler.info)
@@ -447,7 +448,7 @@ def stored_sampler(trained, kind: str) -> Sampler | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from betavae.latents import UNKNOWN, _weights_digest
+    from betavae.latents import UNKNOWN, weights_digest
 
     cls = SAMPLERS[check_kind(kind)]
     if not cls.fitted:
@@ -455,9 +456,10 @@ def stored_sampler(trained, kind: str) -> Sampler | None:
     paths = RunPaths(Path(trained.run_dir))
     try:
         info = json.loads(paths.sampler_info(kind).read_text())
-        if info.get("format") != SAMPLER_FORMAT or info.get("latent_dim") != trained.latent_dim:
+        if not isinstance(info, dict) or info.get("format") != SAMPLER_FORMAT \
+                or info.get("latent_dim") != trained.latent_dim:
             return None
-        if info.get("checkpoint_sha256") in (None, UNKNOWN) or info["checkpoint_sha256"] != _weights_digest(trained):
+        if info.get("checkpoint_sha256") in (None, UNKNOWN) or info["checkpoint_sha256"] != weights_digest(trained):
             return None
         return cls.from_stored(load_file(str(paths.sampler(kind))), info)
     except (OSError, ValueError, KeyError, TypeError, SafetensorError):

@@ -38,15 +38,16 @@ def prior_codes(
     """``n`` codes from N(0, I); ``fixed`` dims take one value, ``sweeps`` dims run linearly from low to high."""
     z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
     for dim, value in (fixed or {}).items():
-        _check_dim(dim, latent_dim)
+        check_dim(dim, latent_dim)
         z[:, dim] = value
     for dim, (low, high) in (sweeps or {}).items():
-        _check_dim(dim, latent_dim)
+        check_dim(dim, latent_dim)
         z[:, dim] = torch.linspace(low, high, n)
     return z
 
 
-def _check_dim(dim: int, latent_dim: int) -> None:
+def check_dim(dim: int, latent_dim: int) -> None:
+    """A ValueError naming the valid range when ``dim`` is not a dimension of a ``latent_dim`` model."""
     if not 0 <= dim < latent_dim:
         raise ValueError(f"latent dimension {dim} does not exist (this model has 0..{latent_dim - 1})")
 

@@ -227,3 +227,47 @@ def test_the_two_stage_sampler_learns_the_codes_and_round_trips_through_its_file
     assert stored_sampler(trained, "two-stage") is None
     with pytest.raises(ValueError, match="gmm sampler only"):
         fit_sampler(trained, "two-stage", components=2)
+
+
+def test_a_damaged_or_half_written_stored_fit_is_refitted_never_trusted(run_copy, monkeypatch):
+    import safetensors.torch
+
+    trained = load(run_copy)
+    paths = RunPaths(run_copy)
+    fit_sampler(trained, "gmm", components=2)
+    info_text = paths.sampler_info("gmm").read_text()
+    paths.sampler("gmm").write_bytes(b"garbage")
+    assert stored_sampler(trained, "gmm") is None
+    for damaged in ("[1, 2]", '{"format": 1, "latent_dim"', "null"):
+        paths.sampler_info("gmm").write_text(damaged)
+        assert stored_sampler(trained, "gmm") is None
+    paths.sampler_info("gmm").write_text(info_text)
+    # Ctrl-C while the new tensors are written: the previous fit's .json is gone, nothing is trusted.
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit_sampler(trained, "gmm", components=1)
+    assert not paths.sampler_info("gmm").exists() and stored_sampler(trained, "gmm") is None
+
+
+def test_fits_on_too_few_codes_or_no_active_dimension(run_copy, monkeypatch):
+    with pytest.raises(ValueError, match="at least 2 training images"):
+        fit_gmm(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="at least as many training images"):
+        fit_gmm(np.random.default_rng(0).normal(size=(5, 2)), components=6)
+    trained = load(run_copy)
+    ranking = latent_ranking(trained)
+    monkeypatch.setattr("betavae.latents.latent_ranking", lambda t: type(ranking)(**{**vars(ranking), "active": []}))
+    sampler = fit_sampler(trained, "gmm", store=False)
+    assert sampler.active == [] and sampler.sample(4, seed=0, fixed={1: 2.0}).shape == (4, trained.latent_dim)
+
+
+def test_the_sample_command_checks_dimensions_before_fitting(run_copy, tmp_path, capsys):
+    out = str(tmp_path / "g.png")
+    assert main(["sample", str(run_copy), "-n", "2", "--sampler", "gmm", "--fix", "99=1", "--out", out]) == 2
+    assert "99 does not exist" in capsys.readouterr().err
+    assert not RunPaths(run_copy).sampler("gmm").exists()  # refused before any fit
+    for n in ("0", "-1"):
+        with pytest.raises(SystemExit):
+            main(["sample", str(run_copy), "-n", n, "--out", out])

@@ -59,15 +59,9 @@ def reference_indices(train_indices: np.ndarray, reference: str | int) -> tuple[
     return np.sort(chosen), f"{reference} of {len(train_indices)} training images (seeded random subset, seed {REFERENCE_SEED})"
 
 
-def prior_sample_batches(trained, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
-    """Decoded images of ``n`` codes z ~ N(0, I) (one seeded draw, as ``trained.sample``), in batches."""
-    z = torch.randn(n, trained.latent_dim, generator=torch.Generator().manual_seed(seed))
-    for chunk in z.split(batch_size):
-        yield trained.decode(chunk)
-
-
 def sampler_batches(trained, sampler, n: int, seed: int, batch_size: int = 250) -> Iterator[torch.Tensor]:
-    """Decoded images of ``n`` codes of a :class:`betavae.samplers.Sampler` (one seeded draw), in batches."""
+    """Decoded images of ``n`` codes of a :class:`betavae.samplers.Sampler` (one seeded draw; the prior's
+    is :func:`betavae.sampling.prior_codes`, as ``trained.sample``), in batches."""
     for chunk in sampler.sample(n, seed).split(batch_size):
         yield trained.decode(chunk)
 
@@ -111,7 +105,8 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
         cache_dir,
     )
     reference_seconds = time.perf_counter() - started
-    samples = extractor.features(prior_sample_batches(trained, n_samples, seed), n_samples, desc="FID sample features")
+    samples = extractor.features(sampler_batches(trained, drawn["prior"], n_samples, seed), n_samples,
+                                 desc="FID sample features")
     prdc_real, prdc_described = prdc_reference(ref.features, n_samples)
     prior_prdc = _prdc(prdc_real, samples)
     result = {

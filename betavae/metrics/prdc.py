@@ -29,44 +29,68 @@ def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def knn_radii(points: np.ndarray, k: int) -> np.ndarray:
     """The distance of every point to its ``k``-th nearest other point of the same set."""
+    return _radii(points, (k,))[0]
+
+
+def _radii(points: np.ndarray, ks: tuple[int, ...]) -> list[np.ndarray]:
+    """:func:`knn_radii` for each of ``ks``, from one pass over the distances."""
     x = torch.as_tensor(np.asarray(points), dtype=torch.float64)
-    if not 1 <= k < len(x):
-        raise ValueError(f"k = {k} needs more than k points (got {len(x)})")
-    radii = [_distances(x[s:s + _BLOCK], x).kthvalue(k + 1, dim=1).values for s in range(0, len(x), _BLOCK)]
-    return torch.cat(radii).numpy()  # k + 1: each point's nearest is itself at distance 0
+    for k in ks:
+        if not 1 <= k < len(x):
+            raise ValueError(f"k = {k} needs more than k points (got {len(x)})")
+    # k + 1: each point's nearest is itself at distance 0
+    nearest = torch.cat([_distances(x[s:s + _BLOCK], x).topk(max(ks) + 1, dim=1, largest=False).values
+                         for s in range(0, len(x), _BLOCK)])
+    return [nearest[:, k].numpy() for k in ks]
 
 
-def _ball_counts(queries: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per query: how many balls (centres, radii) hold it; per centre: whether any query lies in its ball."""
+def _ball_counts(queries: np.ndarray, centres: np.ndarray,
+                 radii: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each set of ``radii`` of the balls around ``centres``: per query, how many balls hold it; per
+    centre, whether any query lies in its ball (the query-centre distances computed once for all)."""
     q = torch.as_tensor(np.asarray(queries), dtype=torch.float64)
     c = torch.as_tensor(np.asarray(centres), dtype=torch.float64)
-    r = torch.as_tensor(np.asarray(radii), dtype=torch.float64)
-    counts, covered = [], torch.zeros(len(c), dtype=torch.bool)
+    rs = [torch.as_tensor(np.asarray(r), dtype=torch.float64) for r in radii]
+    counts = [[] for _ in rs]
+    covered = [torch.zeros(len(c), dtype=torch.bool) for _ in rs]
     for s in range(0, len(q), _BLOCK):
-        inside = _distances(q[s:s + _BLOCK], c) <= r
-        counts.append(inside.sum(1))
-        covered |= inside.any(0)
-    return torch.cat(counts).numpy(), covered.numpy()
+        distances = _distances(q[s:s + _BLOCK], c)
+        for i, r in enumerate(rs):
+            inside = distances <= r
+            counts[i].append(inside.sum(1))
+            covered[i] |= inside.any(0)
+    return [(torch.cat(n).numpy(), hit.numpy()) for n, hit in zip(counts, covered)]
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PR_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) of ``fake`` against ``real`` features."""
-    in_real, _ = _ball_counts(fake, real, knn_radii(real, k))
-    in_fake, _ = _ball_counts(real, fake, knn_radii(fake, k))
-    return float((in_real > 0).mean()), float((in_fake > 0).mean())
+    return _scores(real, fake, k, None)[:2]
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DC_K) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020) of ``fake`` against ``real`` features."""
-    counts, covered = _ball_counts(fake, real, knn_radii(real, k))
-    return float(counts.sum() / (k * len(fake))), float(covered.mean())
+    return _scores(real, fake, None, k)[2:]
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, pr_k: int = PR_K, dc_k: int = DC_K) -> dict[str, float]:
-    """Precision, recall (k = ``pr_k``), density and coverage (k = ``dc_k``) in one mapping."""
-    precision, recall = precision_recall(real, fake, pr_k)
-    density, coverage = density_coverage(real, fake, dc_k)
+    """Precision, recall (k = ``pr_k``), density and coverage (k = ``dc_k``) in one mapping; each
+    set of distances (real-real, fake-real, fake-fake) is computed once for all four."""
+    precision, recall, density, coverage = _scores(real, fake, pr_k, dc_k)
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+
+
+def _scores(real: np.ndarray, fake: np.ndarray, pr_k: int | None, dc_k: int | None) -> tuple[float, ...]:
+    """Precision and recall (when ``pr_k``), density and coverage (when ``dc_k``); None where not asked."""
+    ks = tuple(k for k in (pr_k, dc_k) if k is not None)
+    in_real = dict(zip(ks, _ball_counts(fake, real, _radii(real, ks))))
+    precision = recall = density = coverage = None
+    if pr_k is not None:
+        (in_fake, _), = _ball_counts(real, fake, _radii(fake, (pr_k,)))
+        precision, recall = float((in_real[pr_k][0] > 0).mean()), float((in_fake > 0).mean())
+    if dc_k is not None:
+        counts, covered = in_real[dc_k]
+        density, coverage = float(counts.sum() / (dc_k * len(fake))), float(covered.mean())
+    return precision, recall, density, coverage
 
 
 def expected_coverage(n_real: int, n_fake: int, k: int = DC_K) -> float:
