@@ -91,7 +91,7 @@ def test_dsprites_compressed_file_is_cached_bit_packed_once_and_read_by_factor(t
     assert "delete the cache file" in _one_line_error(lambda: DSpritesFile(path))
 
 
-def test_dsprites_stored_file_is_memory_mapped_in_place(tmp_path):
+def test_dsprites_stored_file_is_read_in_place(tmp_path):
     path = tmp_path / "d.npz"
     imgs = write_dsprites(path, compressed=False)
     data = DSpritesFile(path)
