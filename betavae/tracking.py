@@ -54,6 +54,11 @@ class Tracker(Protocol):
         """Ends logging: FINISHED, KILLED (interrupted, resumable), FAILED, or None (status unchanged)."""
 
 
+def _unavailable(name: str, package: str, install: str) -> TrackerUnavailable:
+    return TrackerUnavailable(f"train.trackers has '{name}' but {package} is not installed: {install}, "
+                              f"or drop it from train.trackers")
+
+
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
     """``{"train": {"lr": 5e-4}}`` → ``{"train.lr": "0.0005"}`` (lists and None as text)."""
     flat: dict[str, str] = {}
@@ -101,9 +106,7 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise TrackerUnavailable(
-                "train.trackers has 'tensorboard' but the tensorboard package is not installed: "
-                "`pip install tensorboard`, or drop it from train.trackers") from None
+            raise _unavailable("tensorboard", "the tensorboard package", "`pip install tensorboard`") from None
         self._writer_class, self.log_dir, self.writer = SummaryWriter, paths.root / "tensorboard", None
 
     def open(self, step: int = 0) -> None:
@@ -148,9 +151,7 @@ class MlflowTracker:
             from mlflow.entities import Metric, Param
             from mlflow.tracking import MlflowClient
         except ImportError:
-            raise TrackerUnavailable(
-                "train.trackers has 'mlflow' but MLflow is not installed: `pip install 'betavae[mlflow]'` "
-                "(mlflow-skinny), or drop it from train.trackers") from None
+            raise _unavailable("mlflow", "MLflow", "`pip install 'betavae[mlflow]'` (mlflow-skinny)") from None
         self._client_class, self._metric, self._param = MlflowClient, Metric, Param
         self.config, self.paths = config, paths
         self.client, self.run_id, self.continued = None, None, False

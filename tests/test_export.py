@@ -214,3 +214,42 @@ def test_the_card_names_the_training_data():
     from_file = tiny_config(data={"name": "dsprites-file", "path": "/data/dsprites.npz"})
     assert dataset_id(from_file, {}) == "dsprites"
     assert "dataset file `dsprites.npz`" in _data_lines(from_file, {}, 1)[0]
+
+
+def test_an_interrupted_export_leaves_no_loadable_folder_and_keeps_the_old_one(tiny_run, tmp_path, monkeypatch):
+    import betavae.export.card as card
+
+    out = tmp_path / "m"
+    export_run(tiny_run, out)
+    before = (out / "model.safetensors").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(card, "model_card", interrupted)  # after the weights, before config.json
+    with pytest.raises(KeyboardInterrupt):
+        export_run(tiny_run, out, checkpoint="last", overwrite=True)
+    assert (out / "model.safetensors").read_bytes() == before and is_export_folder(out)  # the old export, whole
+    with pytest.raises(KeyboardInterrupt):
+        export_run(tiny_run, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no staging folder left behind
+
+
+def test_export_refuses_a_bad_opset_and_push_without_the_extra(tiny_run, tmp_path, monkeypatch, capsys):
+    assert cli(["export", str(tiny_run), "--out", str(tmp_path / "a"), "--opset", "0"]) != 0
+    assert cli(["export", str(tiny_run), "--out", str(tmp_path / "a"), "--onnx", "--opset", "0"]) != 0
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)
+    assert cli(["export", str(tiny_run), "--out", str(tmp_path / "a"), "--push-to", "someone/tiny"]) != 0
+    assert "betavae[hub]" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # checked before anything is written
+
+
+def test_a_damaged_best_checkpoint_exports_last_and_says_so(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    best = run / "checkpoints" / "best.safetensors"
+    best.write_bytes(best.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="damaged"):
+        paths = export_run(run, tmp_path / "m")
+    source = json.loads(paths.config.read_text())["source"]
+    assert source == {"run": "run", "checkpoint": "last", "weights": "last.safetensors"}

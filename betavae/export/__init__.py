@@ -7,7 +7,9 @@ with the ``hub`` extra — and :func:`betavae.load` reads run folders and export
 """
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +19,8 @@ from betavae import __version__
 from betavae.export.folder import FORMAT, FORMAT_VERSION, ExportPaths, is_export_folder, read_export_config
 from betavae.fileio import atomic_path, write_json, write_text
 from betavae.runs import RunPaths
+
+MIN_OPSET = 7  # the oldest opset torch.onnx writes
 
 __all__ = ["ExportPaths", "export_run", "from_pretrained", "is_export_folder", "read_export_config"]
 
@@ -28,28 +32,46 @@ def export_run(run: str | Path, out: str | Path, checkpoint: str = "best", onnx:
     ``out`` must be empty or missing; with ``overwrite`` an earlier export there is replaced (never
     any other folder).
     """
-    from betavae.export.card import CARD_FIGURES, model_card
     from betavae.inference import load
 
     run_paths = RunPaths(Path(run))
     if not run_paths.config.is_file():
         raise FileNotFoundError(f"{run_paths.root} is not a run folder (no config.yaml); export takes a run folder")
+    if opset is not None and (not onnx or opset < MIN_OPSET):
+        raise ValueError(f"--opset {opset}: " + ("it needs --onnx" if not onnx else f"ONNX opsets start at {MIN_OPSET}"))
     if onnx:
         from betavae.export.onnx_export import require_onnx
 
         require_onnx()
     trained = load(run_paths.root, checkpoint)
+    if checkpoint == "best" and trained.weights is not None and trained.weights.name == run_paths.last.name:
+        checkpoint = "last"  # load() fell back from a damaged best checkpoint (it warned): say what is exported
     paths = ExportPaths(Path(out))
-    _prepare_folder(paths, overwrite)
+    _check_target(paths, overwrite)
+
+    # everything is written into a hidden sibling folder, renamed into place only when complete: an
+    # interrupted export (Ctrl-C, kill -9, a full disk) never leaves a folder betavae.load accepts
+    paths.root.parent.mkdir(parents=True, exist_ok=True)
+    staging = ExportPaths(Path(tempfile.mkdtemp(prefix=f".{paths.root.name}.", suffix=".tmp", dir=paths.root.parent)))
+    try:
+        _write_export(trained, run_paths, staging, checkpoint, onnx, license, opset)
+        _move_into_place(staging.root, paths.root)
+    finally:
+        shutil.rmtree(staging.root, ignore_errors=True)
+    return paths
+
+
+def _write_export(trained, run_paths: RunPaths, paths: ExportPaths, checkpoint: str, onnx: bool, license: str,
+                  opset: int | None) -> None:
+    from betavae.evaluation.figure_set import FIGURES
+    from betavae.export.card import CARD_FIGURES, model_card
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in trained.model.state_dict().items()}
-    with atomic_path(paths.weights) as tmp:
+    with atomic_path(paths.weights) as tmp:  # (for its ordinary file permissions)
         save_file(tensors, str(tmp), metadata={"format": "pt", "library": "betavae", "betavae_version": __version__})
 
     figures = []
     for key in CARD_FIGURES:
-        from betavae.evaluation.figure_set import FIGURES
-
         source = run_paths.figure(FIGURES[key].file)
         if source.is_file():
             paths.figures.mkdir(exist_ok=True)
@@ -60,12 +82,15 @@ def export_run(run: str | Path, out: str | Path, checkpoint: str = "best", onnx:
     if onnx:
         from betavae.export.onnx_export import OPSET, write_onnx
 
-        onnx_info = write_onnx(trained, paths.encoder_onnx, paths.decoder_onnx, opset or OPSET)
+        onnx_info = write_onnx(trained, paths.encoder_onnx, paths.decoder_onnx, OPSET if opset is None else opset)
 
-    write_json(paths.config, export_config(trained, run_paths, checkpoint, onnx_info))
     card = model_card(trained.config, run_paths, trained.channels, figures, license, onnx_info, str(checkpoint))
     write_text(paths.card, card)
-    return paths
+    write_json(paths.config, export_config(trained, run_paths, checkpoint, onnx_info))
+    # mkdtemp makes 0700; an export is an ordinary folder
+    umask = os.umask(0)
+    os.umask(umask)
+    paths.root.chmod(0o777 & ~umask)
 
 
 def export_config(trained, run_paths: RunPaths, checkpoint: str, onnx_info: dict | None) -> dict:
@@ -95,7 +120,8 @@ def export_config(trained, run_paths: RunPaths, checkpoint: str, onnx_info: dict
     }
 
 
-def _prepare_folder(paths: ExportPaths, overwrite: bool) -> None:
+def _check_target(paths: ExportPaths, overwrite: bool) -> None:
+    """``out`` must be missing, an empty folder, or (with ``overwrite``) an earlier export."""
     root = paths.root
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root} exists and is not a folder; pick another folder with --out")
@@ -105,8 +131,27 @@ def _prepare_folder(paths: ExportPaths, overwrite: bool) -> None:
                                   "pick another folder with --out")
         if not overwrite:
             raise FileExistsError(f"{root} already holds an export; replace it with --overwrite")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+
+
+def _move_into_place(staging: Path, root: Path) -> None:
+    """Renames the finished ``staging`` folder to ``root``; an earlier export there is moved aside
+    first and deleted only after the new one is in place."""
+    old = None
+    if root.is_dir() and any(root.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+        os.replace(root, old)
+    elif root.is_dir():
+        root.rmdir()  # empty: nothing to keep
+    try:
+        os.replace(staging, root)
+    except BaseException:
+        if old is not None:
+            os.replace(old, root)
+            old = None
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def from_pretrained(name_or_path: str | Path, device: str | torch.device = "cpu", revision: str | None = None,

@@ -7,7 +7,10 @@ from pathlib import Path
 
 def _export(args: argparse.Namespace) -> int:
     from betavae.export import export_run
+    from betavae.export.hub import require_hub
 
+    if args.push_to:
+        require_hub()  # before the export, not after it
     paths = export_run(args.run, args.out, args.checkpoint, onnx=args.onnx, license=args.license,
                        overwrite=args.overwrite, opset=args.opset)
     files = sorted(p.relative_to(paths.root).as_posix() for p in paths.root.rglob("*") if p.is_file())

@@ -55,13 +55,23 @@ def resolve(name: str | Path, revision: str | None = None, local_files_only: boo
         raise FileNotFoundError(f"could not fetch {name} from the Hugging Face Hub: {exc}") from None
 
 
-def push(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Uploads an export folder to ``repo_id`` (created if missing); returns the commit's URL."""
+def require_hub():
+    """``huggingface_hub``, or a ValueError naming the extra."""
     hub = _hub()
     if hub is None:
         raise ValueError(f"--push-to needs the hub extra ({HUB_EXTRA})")
-    api = hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                               commit_message="Upload betavae export")
+    return hub
+
+
+def push(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Uploads an export folder to ``repo_id`` (created if missing); returns the commit's URL."""
+    hub = require_hub()
+    try:
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
+                                   commit_message="Upload betavae export")
+    except Exception as exc:  # network, authentication, a bad repo id: one readable message; the export stays
+        raise OSError(f"could not push {folder} to the Hugging Face Hub repo {repo_id}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return str(getattr(commit, "commit_url", commit))

@@ -20,25 +20,23 @@ OPSET = 17
 ONNX_EXTRA = "pip install 'betavae[onnx]'"
 
 
-class _Encoder(nn.Module):
+class _Normalized(nn.Module):
+    """The model with the data normalisation as buffers (so it is part of the graph)."""
+
     def __init__(self, trained: TrainedModel):
         super().__init__()
         self.model = trained.model
         self.register_buffer("mean", trained.normalizer.mean.clone())
         self.register_buffer("std", trained.normalizer.std.clone())
 
+
+class _Encoder(_Normalized):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         posterior = self.model.encode((image - self.mean) / self.std)
         return posterior.mean, posterior.logvar
 
 
-class _Decoder(nn.Module):
-    def __init__(self, trained: TrainedModel):
-        super().__init__()
-        self.model = trained.model
-        self.register_buffer("mean", trained.normalizer.mean.clone())
-        self.register_buffer("std", trained.normalizer.std.clone())
-
+class _Decoder(_Normalized):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return (self.model.decode(z) * self.std + self.mean).clamp(0.0, 1.0)
 

@@ -97,7 +97,7 @@ class FactorVAE(Objective):
         self.hidden_units, self.hidden_layers = hidden_units, hidden_layers
         self.seed = int(torch.randint(2**31 - 1, ()).item()) if seed is None else int(seed)
         self.updates = 0  # discriminator steps taken
-        self.last_discriminator_loss: float | None = None
+        self._last_discriminator_loss: torch.Tensor | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -166,7 +166,12 @@ class FactorVAE(Objective):
         loss.backward()
         self.discriminator_optimizer.step()
         self.updates += 1
-        self.last_discriminator_loss = loss.item()
+        self._last_discriminator_loss = loss.detach()  # no .item() here: no device sync every step
+
+    @property
+    def last_discriminator_loss(self) -> float | None:
+        """The latest discriminator step's loss (read on demand, not every step)."""
+        return None if self._last_discriminator_loss is None else float(self._last_discriminator_loss)
 
     def state_dict(self) -> dict:
         return {"seed": self.seed, "updates": self.updates}
