@@ -462,8 +462,8 @@ def stored_sampler(trained, kind: str) -> Sampler | None:
         if info.get("checkpoint_sha256") in (None, UNKNOWN) or info["checkpoint_sha256"] != weights_digest(trained):
             return None
         return cls.from_stored(load_file(str(paths.sampler(kind))), info)
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError):
+        return None  # RuntimeError: a second VAE's tensors that do not fit its network
 
 
 def get_sampler(trained, kind: str = "prior", progress: bool = False, **fit_options) -> Sampler:

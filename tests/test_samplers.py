@@ -271,3 +271,24 @@ def test_the_sample_command_checks_dimensions_before_fitting(run_copy, tmp_path,
     for n in ("0", "-1"):
         with pytest.raises(SystemExit):
             main(["sample", str(run_copy), "-n", n, "--out", out])
+
+
+def test_stored_two_stage_tensors_that_do_not_fit_the_network_are_refitted(run_copy):
+    from safetensors.torch import save_file
+
+    from betavae.latents import weights_digest
+    from betavae.samplers import TwoStageSampler
+
+    trained = load(run_copy)
+    paths = RunPaths(run_copy)
+    codes = np.random.default_rng(0).normal(size=(50, trained.latent_dim))
+    sampler = TwoStageSampler.fit(codes, trained.latent_dim, [0, 1], steps=2)
+    sampler.info |= {"format": 1, "latent_dim": trained.latent_dim, "checkpoint_sha256": weights_digest(trained)}
+    tensors = sampler.tensors()
+    paths.sampler("two-stage").parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(paths.sampler("two-stage")))
+    paths.sampler_info("two-stage").write_text(json.dumps(sampler.info))
+    assert stored_sampler(trained, "two-stage") is not None  # as written, it loads
+    tensors["net.encoder.0.weight"] = torch.zeros(3, 3)
+    save_file(tensors, str(paths.sampler("two-stage")))
+    assert stored_sampler(trained, "two-stage") is None
