@@ -25,7 +25,7 @@ from betavae.figures import image_grid, image_png, traversal_images
 from betavae.inference import TrainedModel, load
 from betavae.latents import latent_ranking
 from betavae.runs import RunPaths
-from betavae.samplers import SAMPLERS, Sampler, get_sampler
+from betavae.samplers import Sampler, check_kind, get_sampler
 from betavae.sampling import write_samples
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -59,8 +59,10 @@ class ExplorerModel:
     def sampler(self, kind: str) -> Sampler:
         """The run's sampler of ``kind`` (:data:`betavae.samplers.SAMPLERS`): the stored fit, or one fitted
         (and stored) on first use; one fit at a time."""
-        if kind not in SAMPLERS:
-            raise RequestError(f"no sampler {kind!r}; the samplers: {', '.join(SAMPLERS)}")
+        try:
+            check_kind(kind)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
         with self._sampler_lock:
             if kind not in self._samplers:
                 try:
