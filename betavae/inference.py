@@ -1,6 +1,8 @@
 """Using a trained run: ``betavae.load(run)`` → a model that works on images in [0, 1]."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,14 @@ class TrainedModel:
         self.weights = weights  # the checkpoint file the weights came from
         self.normalizer = Normalizer(config.data.normalization, model.in_channels)
         self._data: ImageData | None = None
+
+    @functools.cached_property
+    def weights_sha256(self) -> str | None:
+        """sha256 of the checkpoint file the weights came from (None when they came from no file),
+        read once per loaded model: what files stored per checkpoint are keyed to."""
+        if self.weights is None or not Path(self.weights).is_file():
+            return None
+        return hashlib.sha256(Path(self.weights).read_bytes()).hexdigest()
 
     @property
     def latent_dim(self) -> int:

@@ -8,7 +8,6 @@ dimensions for one model; a new checkpoint (training resumed) gets a new ranking
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,10 +77,7 @@ def latent_ranking(trained) -> LatentRanking:
 def weights_digest(trained) -> str:
     """The sha256 of the checkpoint file ``trained`` was loaded from (:data:`UNKNOWN` when none): what
     every file stored for one checkpoint (this ranking, :mod:`betavae.samplers`' fits) is keyed to."""
-    weights = getattr(trained, "weights", None)
-    if weights is None or not Path(weights).is_file():
-        return UNKNOWN
-    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    return getattr(trained, "weights_sha256", None) or UNKNOWN
 
 
 def _read(path: Path) -> LatentRanking | None:
