@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import yaml
 
-from betavae.cliargs import positive_int
+from betavae.cliargs import int_at_least, positive_int
 from betavae.config import ConfigError, load_config
 
 DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_arguments(p)
     p.add_argument("a", type=Path, help="the first image file")
     p.add_argument("b", type=Path, help="the second image file")
-    p.add_argument("--steps", type=_at_least_two, default=8, help="images in the strip, both ends included (default 8)")
+    p.add_argument("--steps", type=int_at_least(2), default=8, help="images in the strip, both ends included (default 8)")
     p.add_argument("--spherical", action="store_true", help="slerp instead of linear interpolation")
     p.add_argument("--out", type=Path, required=True, help="output PNG")
     p.set_defaults(func=_interpolate)
@@ -272,16 +272,6 @@ def _sampler_kinds() -> list[str]:
 
 def _count_or_all(text: str) -> int | None:
     return None if text == "all" else positive_int(text)
-
-
-def _at_least_two(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 2")
-    return value
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
