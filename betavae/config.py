@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from betavae.data import DATA_SOURCES
+from betavae.data import DATA_SOURCES, build_generator
 from betavae.model import PRESETS as MODEL_PRESETS
 from betavae.objectives import OBJECTIVES
 from betavae.strict import StrictModel
@@ -36,12 +36,22 @@ class DataConfig(StrictModel):
     val_fraction: float = Field(0.25, gt=0, lt=1, description="built-in data and dataset files; prepared data fixes its own split")
     hflip: bool = Field(False, description="random horizontal flip of training batches")
     seed: int = Field(0, ge=0, description="seed of the image sample and of the train/val split")
+    factors: dict[str, list[int]] | None = Field(
+        None, description="built-in data: keep only these value indices of some factors, e.g. "
+        "{shape: [0], orientation: [0]} (the others keep all their values)")
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
         needs = DATA_SOURCES[self.name].path
         if needs and not self.path:
             raise ValueError(f"data.path is required when data.name is {self.name!r}: {needs}")
+        if self.factors is not None:
+            if DATA_SOURCES[self.name].kind != "generator":
+                raise ValueError(f"data.factors restricts built-in data only, not data.name {self.name!r}")
+            try:
+                build_generator(self.name, 16, self.factors)
+            except (KeyError, ValueError) as error:
+                raise ValueError(f"data.factors: {error.args[0]}") from None
         return self
 
 
@@ -52,6 +62,8 @@ class ModelConfig(StrictModel):
     channels: list[int] = Field(default_factory=lambda: [32, 32, 64, 64])
     latent_dim: int = Field(10, gt=0)
     batch_norm: bool = True
+    hidden: int = Field(0, ge=0, description="units of a fully connected layer between the convolutions and "
+                        "the code, in the encoder and the decoder (0: none; disentanglement_lib uses 256)")
     output_activation: Literal["auto", "sigmoid", "tanh", "identity"] = Field(
         "auto", description="auto: matched to data.normalization (sigmoid scaled to its range)"
     )

@@ -3,7 +3,8 @@
 The study's architecture (docs/study.md) is the ``paper`` preset: stride-2 3×3 conv blocks
 (Conv → BatchNorm → LeakyReLU) down to ``image_size / 2**len(channels)``, linear heads to μ and
 log σ², and a decoder of transposed-conv blocks back up, ending in ConvTranspose(c0 → c0) →
-Conv(c0 → C) → output activation.
+Conv(c0 → C) → output activation. ``hidden`` > 0 adds a fully connected layer of that many units
+between the convolutions and the code on both sides, as disentanglement_lib's architecture has.
 """
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ class ConvVAE(nn.Module):
         latent_dim: int,
         batch_norm: bool = True,
         output_activation: OutputActivation | None = None,
+        hidden: int = 0,
     ):
         super().__init__()
         depth = len(channels)
@@ -108,11 +110,18 @@ class ConvVAE(nn.Module):
             conv = nn.Conv2d(previous, width, 3, stride=2, padding=1)
             encoder.append(_block(conv, width, batch_norm))
             previous = width
-        self.encoder = nn.Sequential(*encoder, nn.Flatten())
-        self.to_mean = nn.Linear(flat, latent_dim)
-        self.to_logvar = nn.Linear(flat, latent_dim)
+        encoder.append(nn.Flatten())
+        features = flat
+        if hidden:  # disentanglement_lib's fully connected layer between the convolutions and the code
+            encoder += [nn.Linear(flat, hidden), nn.LeakyReLU(inplace=True)]
+            features = hidden
+        self.encoder = nn.Sequential(*encoder)
+        self.to_mean = nn.Linear(features, latent_dim)
+        self.to_logvar = nn.Linear(features, latent_dim)
 
-        self.from_latent = nn.Linear(latent_dim, flat)
+        self.from_latent = (nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(inplace=True),
+                                          nn.Linear(hidden, flat), nn.LeakyReLU(inplace=True))
+                            if hidden else nn.Linear(latent_dim, flat))
         reversed_channels = channels[::-1]
         decoder = []
         for wide, narrow in zip(reversed_channels, reversed_channels[1:]):
@@ -167,4 +176,5 @@ def build_model(config: RunConfig, channels: int) -> ConvVAE:
         latent_dim=config.model.latent_dim,
         batch_norm=config.model.batch_norm,
         output_activation=OutputActivation(kind, low.flatten(), high.flatten()),
+        hidden=config.model.hidden,
     )

@@ -33,6 +33,19 @@ def test_paper_batik_is_three_blocks_grayscale():
     assert model.to_mean.in_features == 128 * 8 * 8
 
 
+def test_hidden_layer_sits_between_the_convolutions_and_the_code_both_ways():
+    plain, wide = ConvVAE(32, 1, [8, 16], 4), ConvVAE(32, 1, [8, 16], 4, hidden=24)
+    assert plain.to_mean.in_features == 16 * 8 * 8 and wide.to_mean.in_features == 24
+    linears = [m for m in wide.from_latent.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(4, 24), (24, 16 * 8 * 8)]
+    assert wide(torch.rand(2, 1, 32, 32)).recon.shape == (2, 1, 32, 32)
+    # hidden 0 keeps the parameter names of earlier checkpoints
+    assert {"from_latent.weight", "to_mean.weight"} <= set(plain.state_dict())
+    config = validate_config({"data": {"image_size": 32}, "model": {"channels": [8, 16], "latent_dim": 4,
+                                                                     "hidden": 24}})
+    assert build_model(config, 1).to_mean.in_features == 24
+
+
 def test_size_the_channel_list_cannot_reach_is_rejected():
     with pytest.raises(ValueError, match="not divisible"):
         ConvVAE(48, 3, channels=[8, 16, 32, 64, 128], latent_dim=4)

@@ -97,3 +97,27 @@ def test_build_data_splits_75_25_reproducibly_and_keeps_factors():
     assert np.array_equal(first.val_indices, second.val_indices) and first.fingerprint == second.fingerprint
     assert first.factors.shape == (400, 5) and first.source is not None
     assert np.array_equal(first.source.render(first.factors[:5]), first.images[:5])
+
+
+def test_data_factors_restrict_the_built_in_grid_and_the_metrics_generator():
+    config = validate_config({"data": {"num_images": 300, "image_size": 32,
+                                       "factors": {"shape": [2], "orientation": [0, 10]}}})
+    data = build_data(config.data)
+    assert set(data.factors[:, 0]) == {2} and set(data.factors[:, 2]) <= {0, 10}
+    assert len(set(data.factors[:, 3])) > 10  # unrestricted factors keep their values
+    assert data.source.factor_sizes == (1, 6, 2, 32, 32)  # what the disentanglement metrics sample from
+    whole = build_data(validate_config({"data": {"num_images": 300, "image_size": 32}}).data)
+    assert whole.fingerprint != data.fingerprint
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"factors": {"colour": [0]}}, "unknown factor 'colour'"),
+    ({"factors": {"shape": [3]}}, "must lie in 0..2"),
+    ({"factors": {"shape": []}}, "must lie in 0..2"),
+    ({"name": "prepared", "path": "somewhere", "factors": {"shape": [0]}}, "built-in data only"),
+])
+def test_data_factors_that_cannot_be_met_are_config_errors(data, message):
+    from betavae.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"data": data})

@@ -31,11 +31,12 @@ DATA_SOURCES: dict[str, DataSource] = {
 }
 
 
-def build_generator(name: str, image_size: int):
-    """The built-in ground-truth generator called ``name`` (``dsprites``, ``shapes-rgb``)."""
+def build_generator(name: str, image_size: int, factors: dict[str, list[int]] | None = None):
+    """The built-in ground-truth generator called ``name`` (``dsprites``, ``shapes-rgb``), limited
+    to the given value indices of some ``factors`` (default: the full grid)."""
     if name not in GENERATORS:
         raise ValueError(f"unknown built-in dataset {name!r}; valid: {', '.join(GENERATORS)}")
-    return GENERATORS[name](image_size=image_size)
+    return GENERATORS[name](factor_values=factors, image_size=image_size)
 
 
 def build_data(cfg) -> ImageData:
@@ -44,7 +45,7 @@ def build_data(cfg) -> ImageData:
         return _prepared(cfg)
     if cfg.name in FILE_DATASETS:
         return _from_file(cfg)
-    generator = build_generator(cfg.name, cfg.image_size)
+    generator = build_generator(cfg.name, cfg.image_size, cfg.factors)
     factors = generator.sample_factors(cfg.num_images, np.random.default_rng(cfg.seed))
     images = generator.render(factors)
     train, val = split_indices(len(images), cfg.val_fraction, cfg.seed)
