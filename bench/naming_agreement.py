@@ -5,7 +5,7 @@ For evaluated runs on data with ground-truth factors (``betavae evaluate RUN`` w
 supervised label (the factor of highest normalised MI with it, at least ``--min-mi``) is a factor
 the names can express — position, scale, orientation or a hue — counts; it agrees when its name
 comes from the matching statistic (posX → x, posY → y, scale → area, orientation → angle,
-object_hue → hue, background_hue → background). Prints a row per dimension and the total.
+object_hue → hue, background_hue → background_hue). Prints a row per dimension and the total.
 
     .venv/bin/python bench/naming_agreement.py runs/demo runs/tuned-*
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from betavae.runs import RunPaths
 
 STATISTIC_OF_FACTOR = {"posX": "x", "posY": "y", "scale": "area", "orientation": "angle",
-                       "object_hue": "hue", "background_hue": "background"}
+                       "object_hue": "hue", "background_hue": "background_hue"}
 
 
 def run_rows(run: Path, min_mi: float) -> list[dict]:

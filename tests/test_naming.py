@@ -84,6 +84,11 @@ def test_colour_statistics():
     assert stat(images, "background") == pytest.approx([0.2] * 3, abs=1e-6)
     lighter = ellipse(background=(0.5, 0.5, 0.5), colour=(0.0, 0.0, 0.0))
     assert stat(lighter[None], "background")[0] == pytest.approx(0.5)
+    assert stat(lighter[None], "background_hue")[0] == 0  # grey has no hue
+    backgrounds = torch.stack([ellipse(background=colorsys.hsv_to_rgb(h, 0.5, 0.3)) for h in (0.1, 0.4, 0.7)])
+    assert stat(backgrounds, "background_hue") == pytest.approx([0.1, 0.4, 0.7], abs=0.01)
+    object_hue = stat(backgrounds, "hue")  # the red object's hue stays 0 (circular: 0.998 is 0)
+    assert np.minimum(object_hue, 1 - object_hue) == pytest.approx([0.0] * 3, abs=0.01)
     assert stat(lighter[None], "area")[0] == pytest.approx(math.pi * 36 / SIZE**2, rel=0.05)
 
 
@@ -108,6 +113,7 @@ def test_the_rule():
     assert name_from_effects({"area": -0.6, "x": 0.1})["name"] == "smaller"
     assert name_from_effects({"angle": -0.6, "x": 0.1})["name"] == "rotates"
     assert name_from_effects({"background": -0.4, "x": 0.0})["name"] == "darker background"
+    assert name_from_effects({"background_hue": 0.6, "background": 0.1})["name"] == "background hue"
     below = name_from_effects({"x": 0.5, "area": 0.5 / DOMINANCE * 1.01})
     assert below["name"] == MIXED and below["statistic"] is None and below["strength"] == 0.5
     assert name_from_effects({"x": MIN_EFFECT * 0.9, "area": 0.0})["name"] == NO_CHANGE

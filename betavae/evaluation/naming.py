@@ -23,6 +23,8 @@ statistic          measured on the foreground (see below)       scale (effect 1 
 ``saturation``     mean HSV saturation (RGB only)               1
 ``value``          mean HSV value (brightness)                  1
 ``background``     mean of the background colour                1
+``background_hue`` hue of the background colour (RGB only;      0.5
+                   0 when it is grey), unwrapped
 ``asymmetry``      left–right skewness of the foreground        1
                    (third central moment in x / σ³)
 =================  ===========================================  ===============================
@@ -33,7 +35,7 @@ least :data:`FOREGROUND_CONTRAST`, so a nearly empty image has nearly no foregro
 
 **The rule.** The statistic of largest absolute effect names the dimension ("moves right" /
 "moves left", "moves down" / "moves up", "larger" / "smaller", "rotates", "hue", "saturation",
-"brighter" / "darker", "lighter background" / "darker background", "asymmetry"; the direction is the
+"brighter" / "darker", "lighter background" / "darker background", "background hue", "asymmetry"; the direction is the
 sign of the effect as z grows) when its effect is at least :data:`DOMINANCE` (1.5) times the second
 largest; otherwise the dimension is ``"mixed"``. An active dimension whose largest effect is below
 :data:`MIN_EFFECT` is ``"no visible change"``; an inactive one (mean KL at most
@@ -62,13 +64,15 @@ DOMINANCE = 1.5
 MIN_EFFECT = 0.05
 FOREGROUND_CONTRAST = 0.25
 MIN_ELONGATION = 0.2
-STATISTICS = ("x", "y", "area", "angle", "hue", "saturation", "value", "background", "asymmetry")
+STATISTICS = ("x", "y", "area", "angle", "hue", "saturation", "value", "background", "background_hue",
+              "asymmetry")
 SCALES = {"x": 0.5, "y": 0.5, "area": None, "angle": 90.0, "hue": 0.5, "saturation": 1.0, "value": 1.0,
-          "background": 1.0, "asymmetry": 1.0}  # area: the mean area over the sweeps
+          "background": 1.0, "background_hue": 0.5, "asymmetry": 1.0}  # area: the mean area over the sweeps
 # (name when the effect is positive, name when negative)
 NAMES = {"x": ("moves right", "moves left"), "y": ("moves down", "moves up"), "area": ("larger", "smaller"),
          "angle": ("rotates", "rotates"), "hue": ("hue", "hue"), "saturation": ("saturation", "saturation"),
          "value": ("brighter", "darker"), "background": ("lighter background", "darker background"),
+         "background_hue": ("background hue", "background hue"),
          "asymmetry": ("asymmetry", "asymmetry")}
 INACTIVE, MIXED, NO_CHANGE = "inactive", "mixed", "no visible change"
 _EPS = 1e-8
@@ -79,7 +83,7 @@ def image_statistics(images: torch.Tensor) -> torch.Tensor:
 
 
 def _statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(..., C, H, W)`` in [0, 1] → their :data:`STATISTICS` ``(..., 9)`` (float64).
+    """Images ``(..., C, H, W)`` in [0, 1] → their :data:`STATISTICS` ``(..., 10)`` (float64).
 
     x, y: the foreground centroid as a fraction of the image size; area: the foreground fraction;
     angle: the principal axis in degrees, in [−90, 90); hue in [0, 1); the rest as in the module
@@ -117,8 +121,9 @@ def _statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean_hue = torch.atan2((hue_weight * torch.sin(turn)).sum(dim=(1, 2)),
                                (hue_weight * torch.cos(turn)).sum(dim=(1, 2))) / (2 * torch.pi) % 1.0
         mean_saturation = (weight * saturation).sum(dim=(1, 2)) / safe
+        background_hue = _hue(background[:, :3, None, None])[:, 0, 0]
     else:
-        mean_hue = mean_saturation = torch.zeros_like(mass)
+        mean_hue = mean_saturation = background_hue = torch.zeros_like(mass)
     mean_value = (weight * value).sum(dim=(1, 2)) / safe
     empty = mass < _EPS
     cx, cy = torch.where(empty, w / 2, cx), torch.where(empty, h / 2, cy)
@@ -127,7 +132,7 @@ def _statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     elongation = torch.sqrt((mu20 - mu02) ** 2 + 4 * mu11 ** 2) / (mu20 + mu02).clamp_min(_EPS)
     area = (weight >= 0.5).double().mean(dim=(1, 2)) * (mass >= _EPS)  # at half the foreground's contrast
     stats = torch.stack([cx / w, cy / h, area, angle, mean_hue, mean_saturation, mean_value,
-                         background.mean(dim=1), asymmetry], dim=1)
+                         background.mean(dim=1), background_hue, asymmetry], dim=1)
     return stats.reshape(*lead, len(STATISTICS)), elongation.reshape(lead)
 
 
@@ -146,7 +151,7 @@ def sweep_effects(sweeps: torch.Tensor, values: Sequence[float] = SWEEP_VALUES) 
     averaged over them, times the sweep's length, divided by the statistic's scale."""
     values = torch.as_tensor(values, dtype=torch.float64)
     stats, elongation = _statistics(sweeps)  # (N, S, K), (N, S)
-    for name, period in (("angle", 180.0), ("hue", 1.0)):  # unwrap the circular ones along the sweep
+    for name, period in (("angle", 180.0), ("hue", 1.0), ("background_hue", 1.0)):  # unwrap the circular ones
         k = STATISTICS.index(name)
         steps = torch.diff(stats[..., k], dim=1)
         steps = (steps + period / 2) % period - period / 2
