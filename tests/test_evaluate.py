@@ -103,7 +103,8 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     assert len(metrics["latents"]["kl_per_dim"]) == 4 and headline["active_dims"] == len(metrics["latents"]["active_dims"])
 
     # Per-image values are the metrics of the images against their reconstructions from μ.
-    rows = list(csv.DictReader(paths.per_image.open()))
+    with paths.per_image.open() as per_image:
+        rows = list(csv.DictReader(per_image))
     assert len(rows) == n_val + 2 and {r["set"] for r in rows} == {"validation", "outside"}
     trained = load(run_copy)
     first = trained.images(np.array([int(rows[0]["item"])]))
@@ -117,8 +118,8 @@ def test_evaluate_writes_every_file_and_caches_the_reference(run_copy, outside_f
     assert len(metrics["disentanglement"]["labels"]) == 4  # one factor name (or "—") per latent dimension
     assert metrics["attributes"] == {"skipped": "the data have no per-image attributes"}
 
-    gif = Image.open(paths.figure(FIGURES["traversals_gif"].file))
-    assert gif.n_frames == 30
+    with Image.open(paths.figure(FIGURES["traversals_gif"].file)) as gif:  # closed: a leaked file warns in a later test
+        assert gif.n_frames == 30
     page = paths.index.read_text()
     for spec in FIGURES.values():  # each figure once, with its caption from the registry
         assert page.count(f'src="figures/{spec.file}"') == 1 and html.escape(spec.caption) in page, spec.file
@@ -269,13 +270,15 @@ def test_traverse_an_image_file(run_copy, outside_folder, tmp_path, capsys):
     size, label_width, pad, scale = 32, 44, 2, 2
     width = (label_width + 8 * (size + pad) + pad) * scale  # the input, then 7 values
     height = (2 * (size + pad) + pad) * scale
-    assert Image.open(out).size == (width, height)
+    with Image.open(out) as image:
+        assert image.size == (width, height)
 
 
 def test_traverse_a_validation_image_by_default_dims(run_copy, tmp_path):
     out = tmp_path / "v.png"
     assert _cli(["traverse", str(run_copy), "--index", "3", "--steps", "5", "--scale", "1", "--out", str(out)]) == 0
-    assert Image.open(out).size[1] == 4 * 34 + 2  # the tiny model's 4 dimensions, one row each
+    with Image.open(out) as image:
+        assert image.size[1] == 4 * 34 + 2  # the tiny model's 4 dimensions, one row each
     with pytest.raises(ValueError, match="0..3"):
         _cli(["traverse", str(run_copy), "--dims", "4", "--out", str(out)])
     with pytest.raises(ValueError, match="--index 999"):
@@ -309,7 +312,8 @@ def test_outside_images_are_transformed_like_training_data(outside_folder):
     wide = load_image(outside_folder / "wide.png", 32, 3)
     assert wide.shape == (32, 32, 3) and wide.dtype == np.uint8
     assert load_image(outside_folder / "wide.png", 32, 1).shape == (32, 32, 1)
-    expected = np.asarray(Image.open(outside_folder / "wide.png").resize((64, 32), Image.BILINEAR).crop((16, 0, 48, 32)))
+    with Image.open(outside_folder / "wide.png") as original:
+        expected = np.asarray(original.resize((64, 32), Image.BILINEAR).crop((16, 0, 48, 32)))
     assert np.array_equal(wide, expected)
     folder = load_folder(outside_folder, 32, 3, max_images=1)
     assert folder.names == ["gray.jpg"] and folder.images.shape == (1, 32, 32, 3)

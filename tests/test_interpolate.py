@@ -48,7 +48,8 @@ def test_the_interpolate_command_writes_a_strip(tiny_run, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32), dtype=np.uint8)).save(b)
     out = tmp_path / "strip.png"
     assert main(["interpolate", str(tiny_run), str(a), str(b), "--steps", "4", "--spherical", "--out", str(out)]) == 0
-    width, height = Image.open(out).size
+    with Image.open(out) as strip:
+        width, height = strip.size
     assert width > 4 * 32 and 32 < height < 2 * 32
     (tmp_path / "bad.png").write_bytes(b"not an image")
     assert main(["interpolate", str(tiny_run), str(a), str(tmp_path / "bad.png"), "--out", str(out)]) == 2

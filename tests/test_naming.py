@@ -192,7 +192,8 @@ def test_traverse_labels_its_rows_with_the_names(tiny_run, tmp_path):
     names = json.loads(RunPaths(run).dimension_names.read_text())
     assert [e["dim"] for e in names["dimensions"]] == list(range(len(names["dimensions"])))
     widened = any(names["dimensions"][d]["name"] != INACTIVE for d in dims)
-    assert (Image.open(labelled).width > Image.open(plain).width) == widened
+    with Image.open(labelled) as with_labels, Image.open(plain) as without:
+        assert (with_labels.width > without.width) == widened
 
 
 def test_evaluate_stores_the_names_and_labels_the_traversals_with_them(tiny_run, tmp_path, monkeypatch):

@@ -244,7 +244,8 @@ def test_load_prepared_round_trip(tmp_path):
     assert sorted(np.concatenate([data.train_indices, data.val_indices])) == list(range(8))
     assert data.fingerprint == manifest["fingerprint"]
     assert (data.info["recipe"], data.info["images"], data.info["image_size"]) == ("folder", 8, 20)
-    photo = Image.open(source / "img_03.jpg").convert("RGB")  # 32 × 24 → 26 × 20 → centre 20 × 20
+    with Image.open(source / "img_03.jpg") as opened:
+        photo = opened.convert("RGB")  # 32 × 24 → 26 × 20 → centre 20 × 20
     expected = np.asarray(photo.resize((26, 20), Image.BILINEAR))[:, 3:23]
     assert np.array_equal(data.images[3], expected)
     on_disk = read_manifest(tmp_path / "out")
