@@ -24,6 +24,9 @@ STATISTIC_OF_FACTOR = {"posX": "x", "posY": "y", "scale": "area", "orientation":
 def run_rows(run: Path, min_mi: float) -> list[dict]:
     """One row per active dimension of ``run`` whose label is a nameable factor."""
     paths = RunPaths(run)
+    for needed in (paths.disentanglement, paths.dimension_names):
+        if not needed.is_file():
+            raise SystemExit(f"{run}: no {needed.relative_to(run)}; run `betavae evaluate {run}` on ground-truth data first")
     labels = json.loads(paths.disentanglement.read_text())["dimensions"]
     names = {d["dim"]: d for d in json.loads(paths.dimension_names.read_text())["dimensions"]}
     rows = []

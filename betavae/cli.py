@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("demo", help="train on built-in dSprites-like data and write a report",
                             description="Trains the demo config (a β-TCVAE on 32×32 dSprites-like data, 6,000 steps: about 9 "
-                            "minutes on 2 AVX2 CPU cores, less with native bf16 or a GPU), evaluates it "
+                            "minutes on 2 AVX2 CPU cores, less with native bf16 or a GPU), evaluates it in about a minute "
                             "(reconstruction, disentanglement metrics, factor-labelled traversals; no FID) and "
                             "writes everything to OUT/index.html. Rerunning redraws a finished demo and resumes "
                             "an interrupted one.")

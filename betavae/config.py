@@ -49,9 +49,11 @@ class DataConfig(StrictModel):
             if DATA_SOURCES[self.name].kind != "generator":
                 raise ValueError(f"data.factors restricts built-in data only, not data.name {self.name!r}")
             try:
-                build_generator(self.name, 16, self.factors)
+                restricted = build_generator(self.name, 16, self.factors)
             except (KeyError, ValueError) as error:
                 raise ValueError(f"data.factors: {error.args[0]}") from None
+            if len(restricted) == 1:
+                raise ValueError("data.factors leaves every factor at one value: the data would be a single image")
         return self
 
 

@@ -114,6 +114,7 @@ def test_data_factors_restrict_the_built_in_grid_and_the_metrics_generator():
     ({"factors": {"colour": [0]}}, "unknown factor 'colour'"),
     ({"factors": {"shape": [3]}}, "must lie in 0..2"),
     ({"factors": {"shape": []}}, "must lie in 0..2"),
+    ({"factors": {"shape": [0], "scale": [1], "orientation": [2], "posX": [3], "posY": [4]}}, "single image"),
     ({"name": "prepared", "path": "somewhere", "factors": {"shape": [0]}}, "built-in data only"),
 ])
 def test_data_factors_that_cannot_be_met_are_config_errors(data, message):
