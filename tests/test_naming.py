@@ -17,6 +17,7 @@ from betavae.evaluation.naming import (
     MIN_EFFECT,
     MIXED,
     NO_CHANGE,
+    RULE_VERSION,
     STATISTICS,
     image_statistics,
     name_from_effects,
@@ -101,6 +102,9 @@ def test_left_right_asymmetry_and_grayscale_and_empty_images():
     stats = image_statistics(gray[None])[0]
     assert stats[STATISTICS.index("hue")] == 0 and stats[STATISTICS.index("saturation")] == 0
     assert stats[STATISTICS.index("value")] == pytest.approx(1.0, abs=0.05)
+    haloed = ellipse(a=5.0, b=5.0)  # a faint smear far to one side (a blurry decoder's) is not the shape
+    haloed[:, :, 27:] += 0.12
+    assert abs(stat(haloed[None], "asymmetry")[0]) < 0.02
     empty = image_statistics(torch.zeros(1, 1, SIZE, SIZE))[0]
     assert empty[STATISTICS.index("x")] == 0.5 and empty[STATISTICS.index("area")] == 0
     assert torch.isfinite(empty).all()
@@ -175,6 +179,11 @@ def test_names_are_stored_per_checkpoint(tmp_path):
     assert name_labels(stored, with_inactive=True)[3] == INACTIVE
     stored_dimension_names(blob, LatentRanking([1.0] * 4, [0, 1, 2, 3], [0, 1, 2], 4, "new"))
     assert blob.calls > calls  # a new checkpoint is named afresh
+    calls = blob.calls
+    older = json.loads((tmp_path / "eval" / "dimension_names.json").read_text())
+    (tmp_path / "eval" / "dimension_names.json").write_text(json.dumps({**older, "version": RULE_VERSION - 1}))
+    assert stored_dimension_names(blob, LatentRanking([1.0] * 4, [0, 1, 2, 3], [0, 1, 2], 4, "new"))["version"] == RULE_VERSION
+    assert blob.calls > calls  # names stored by an older rule are recomputed
 
 
 def test_traverse_labels_its_rows_with_the_names(tiny_run, tmp_path):

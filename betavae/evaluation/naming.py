@@ -25,8 +25,9 @@ statistic          measured on the foreground (see below)       scale (effect 1 
 ``background``     mean of the background colour                1
 ``background_hue`` hue of the background colour (RGB only;      0.5
                    0 when it is grey), unwrapped
-``asymmetry``      left–right skewness of the foreground        1
-                   (third central moment in x / σ³)
+``asymmetry``      left–right skewness of the shape (pixels at  2 (e.g. from −1 to +1)
+                   ≥ half the foreground contrast; third
+                   central moment in x / σ³)
 =================  ===========================================  ===============================
 
 The background colour is the per-channel median of the image's border pixels; a pixel's
@@ -41,7 +42,7 @@ largest; otherwise the dimension is ``"mixed"``. An active dimension whose large
 :data:`MIN_EFFECT` is ``"no visible change"``; an inactive one (mean KL at most
 :data:`betavae.latents.ACTIVE_KL_NATS`) is ``"inactive"`` and is not swept. The strength is the largest
 effect. :func:`stored_dimension_names` keeps the result in ``RUN/eval/dimension_names.json`` with the
-checkpoint's digest (like ``RUN/latents.json``), so ``evaluate``, the figures, ``traverse`` and the
+checkpoint's digest and :data:`RULE_VERSION` (like ``RUN/latents.json``), so ``evaluate``, the figures, ``traverse`` and the
 explorer show the same names.
 """
 from __future__ import annotations
@@ -64,10 +65,11 @@ DOMINANCE = 1.5
 MIN_EFFECT = 0.05
 FOREGROUND_CONTRAST = 0.25
 MIN_ELONGATION = 0.2
+RULE_VERSION = 2  # stored names of another version are recomputed (2: the asymmetry of the shape's mask)
 STATISTICS = ("x", "y", "area", "angle", "hue", "saturation", "value", "background", "background_hue",
               "asymmetry")
 SCALES = {"x": 0.5, "y": 0.5, "area": None, "angle": 90.0, "hue": 0.5, "saturation": 1.0, "value": 1.0,
-          "background": 1.0, "background_hue": 0.5, "asymmetry": 1.0}  # area: the mean area over the sweeps
+          "background": 1.0, "background_hue": 0.5, "asymmetry": 2.0}  # area: the mean area over the sweeps
 # (name when the effect is positive, name when negative)
 NAMES = {"x": ("moves right", "moves left"), "y": ("moves down", "moves up"), "area": ("larger", "smaller"),
          "angle": ("rotates", "rotates"), "hue": ("hue", "hue"), "saturation": ("saturation", "saturation"),
@@ -109,9 +111,9 @@ def _statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mu20 = (weight * dx * dx).sum(dim=(1, 2)) / safe
     mu02 = (weight * dy * dy).sum(dim=(1, 2)) / safe
     mu11 = (weight * dx * dy).sum(dim=(1, 2)) / safe
-    mu30 = (weight * dx ** 3).sum(dim=(1, 2)) / safe
     angle = torch.rad2deg(0.5 * torch.atan2(2 * mu11, mu20 - mu02))
-    asymmetry = mu30 / mu20.clamp_min(_EPS) ** 1.5
+    mask = (weight >= 0.5).double()  # the shape itself: a faint halo far out would dominate a third moment
+    asymmetry = _skewness_x(mask, cols)
     value = x.amax(dim=1)
     if c >= 3:
         saturation = torch.where(value > _EPS, (value - x.amin(dim=1)) / value.clamp_min(_EPS), torch.zeros_like(value))
@@ -134,6 +136,18 @@ def _statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     stats = torch.stack([cx / w, cy / h, area, angle, mean_hue, mean_saturation, mean_value,
                          background.mean(dim=1), background_hue, asymmetry], dim=1)
     return stats.reshape(*lead, len(STATISTICS)), elongation.reshape(lead)
+
+
+def _skewness_x(mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Left–right skewness (third central moment in x over σ³) of binary masks ``(M, H, W)``; 0 for an
+    empty mask or one a single column wide."""
+    count = mask.sum(dim=(1, 2)).clamp_min(1.0)
+    column_mass = mask.sum(dim=1)  # (M, W)
+    centre = (column_mass * cols).sum(dim=1) / count
+    dx = cols[None, :] - centre[:, None]
+    variance = (column_mass * dx ** 2).sum(dim=1) / count
+    third = (column_mass * dx ** 3).sum(dim=1) / count
+    return torch.where(variance > 0.25, third / variance.clamp_min(_EPS) ** 1.5, torch.zeros_like(third))
 
 
 def _hue(rgb: torch.Tensor) -> torch.Tensor:
@@ -218,11 +232,13 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     digest = ranking.checkpoint_sha256
     try:
         stored = json.loads(path.read_text())
-        if stored.get("checkpoint_sha256") == digest != UNKNOWN and stored.get("active") == ranking.active:
+        if (stored.get("checkpoint_sha256") == digest != UNKNOWN and stored.get("active") == ranking.active
+                and stored.get("version") == RULE_VERSION):
             return stored
     except (OSError, ValueError, AttributeError):
         pass
     result = {
+        "version": RULE_VERSION,
         "rule": (f"per active dimension, the statistic of largest normalised effect names it when that effect "
                  f"is at least {DOMINANCE}x the second largest (else 'mixed') and at least {MIN_EFFECT} "
                  "(else 'no visible change'); betavae.evaluation.naming"),
