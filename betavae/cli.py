@@ -192,9 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="spread latent DIM linearly from LOW to HIGH across the samples")
     p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row (default 8)")
     p.add_argument("--sampler", choices=_sampler_kinds(), default="prior",
-                   help="where codes come from: prior (N(0, I), default) or gmm (a Gaussian mixture fitted to the "
-                   "training codes; fitted and stored in RUN/samplers/ first when missing). With --fix/--sweep, "
-                   "gmm samples conditioned on the fixed values")
+                   help="where codes come from: prior (N(0, I), default), gmm (a Gaussian mixture fitted to the "
+                   "training codes) or two-stage (a second small VAE on those codes); a fitted sampler is fitted "
+                   "and stored in RUN/samplers/ first when missing. With --fix/--sweep, gmm samples conditioned "
+                   "on the fixed values; two-stage sets them after drawing")
     p.set_defaults(func=_sample)
 
     p = commands.add_parser("fit-sampler", help="fit a latent sampler to the training codes and store it with the run",
