@@ -16,22 +16,23 @@ form) beside a row of prior samples (the dimension set) per value.
 """
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import betavae  # noqa: E402
-from betavae.evaluation.sample_quality import KID_SETTINGS, prdc_reference, reference_indices, sample_quality  # noqa: E402
+from betavae.cliargs import positive_int  # noqa: E402
+from betavae.evaluation.sample_quality import feature_scores, parse_reference, prdc_reference, reference_indices, sample_quality  # noqa: E402
 from betavae.figures import _label_font, image_grid, with_row_labels  # noqa: E402
 from betavae.latents import latent_ranking  # noqa: E402
-from betavae.metrics.fid import FeatureStats, cached_reference, fid_from_stats, inception_extractor, kid, reference_key, uint8_batches  # noqa: E402
-from betavae.metrics.prdc import prdc  # noqa: E402
+from betavae.runs import RunPaths  # noqa: E402
+from betavae.fileio import atomic_path  # noqa: E402
+from betavae.metrics.fid import cached_reference, inception_extractor, reference_key, uint8_batches  # noqa: E402
 from betavae.samplers import get_sampler  # noqa: E402
 from common import machine_line, parser, write_results  # noqa: E402
 
@@ -50,18 +51,15 @@ def bound_rows(trained, extractor, n: int, reference: str | int) -> dict[str, di
     recons = extractor.features((trained.reconstruct(batch) for batch in uint8_batches(data.images, chosen)),
                                 len(chosen), desc="reconstruction features")
     prdc_real, _ = prdc_reference(ref.features, len(chosen))
-    result = {}
-    for name, features in (("real", real), ("reconstructions", recons)):
-        mean, _ = kid(features, ref.features, **KID_SETTINGS)
-        result[name] = {"fid": fid_from_stats(FeatureStats.of(features), ref.stats), "kid": mean,
-                        **prdc(prdc_real, features), "n": len(chosen)}
-    return result
+    return {name: {**feature_scores(features, ref, prdc_real, with_kid=True), "n": len(chosen)}
+            for name, features in (("real", real), ("reconstructions", recons))}
 
 
 def describe_run(trained) -> dict:
     """The objective's KL weight (β times any kld_weight) and the active dimensions."""
     objective = trained.config.objective
-    weight = objective.beta * (getattr(objective, "kld_weight", None) or 1.0)
+    beta = getattr(objective, "beta", None)  # FactorVAE and DIP-VAE weigh the KL by 1
+    weight = (1.0 if beta is None else beta) * (getattr(objective, "kld_weight", None) or 1.0)
     ranking = latent_ranking(trained)
     return {"run": str(trained.run_dir), "data": trained.config.data.name, "objective": objective.name,
             "reconstruction": objective.reconstruction, "kl_weight": weight, "active": len(ranking.active)}
@@ -93,6 +91,8 @@ def conditional_figure(run: str, dim: int | None, per_row: int = 8, scale: int =
     """``gmm`` samples conditioned on z_dim = −2, 0, 2 (left) beside prior samples with z_dim set (right)."""
     trained = betavae.load(run)
     dim = latent_ranking(trained).order[0] if dim is None else dim
+    if not 0 <= dim < trained.latent_dim:
+        raise SystemExit(f"--dim {dim}: {run} has latent dimensions 0..{trained.latent_dim - 1}")
     values = (-2.0, 0.0, 2.0)
     panels = []
     for kind in ("gmm", "prior"):
@@ -111,27 +111,38 @@ def conditional_figure(run: str, dim: int | None, per_row: int = 8, scale: int =
     return figure
 
 
+def _reference(text: str) -> str | int:
+    try:
+        return parse_reference(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'all' or a positive number of images, got {text!r}") from None
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("runs", nargs="+", help="trained run folders")
-    p.add_argument("--n", type=int, default=1000, help="samples per sampler and validation images (default 1000)")
-    p.add_argument("--reference", default="2000", help="training images of the reference set: N or all (default 2000)")
+    p.add_argument("--n", type=positive_int, default=1000, help="samples per sampler and validation images (default 1000)")
+    p.add_argument("--reference", type=_reference, default="2000", help="training images of the reference set: N or all (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--figure", help="also write the conditional-sampling figure of the first run here")
     p.add_argument("--dim", type=int, help="the figure's fixed dimension (default: the highest-KL one)")
     p.add_argument("--inception-precision", choices=("fp32", "bf16"), default="fp32",
                    help="the Inception's arithmetic (bf16 only where native; every row uses the same; default fp32)")
     args = p.parse_args()
-    reference = args.reference if args.reference == "all" else int(args.reference)
+    missing = [run for run in args.runs if not RunPaths(Path(run)).config.is_file()]
+    if missing:
+        p.error(f"not a run folder (no config.yaml): {', '.join(missing)}")
+    reference = args.reference
     n = 64 if args.quick else args.n
+    if args.figure:  # first: it takes seconds, and a bad --dim should not wait for the scores
+        with atomic_path(args.figure) as partial:
+            conditional_figure(args.runs[0], args.dim).save(partial, format="PNG")
+        print(f"figure: {args.figure}")
     extractor = inception_extractor(precision=args.inception_precision)
     results = [score_run(run, extractor, n, reference, args.seed) for run in args.runs]
     print(f"{machine_line()}\nInception: {args.inception_precision}; N = {n} a set, reference {reference} training images\n")
     print(markdown(results))
     print(f"\n(results: {write_results('samplers', {'results': results})})")
-    if args.figure:
-        conditional_figure(args.runs[0], args.dim).save(args.figure)
-        print(f"figure: {args.figure}")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,15 @@ def _prdc(real: np.ndarray, fake: np.ndarray) -> dict:
     return prdc(real, fake)
 
 
+def feature_scores(features: np.ndarray, ref, prdc_real: np.ndarray, with_kid: bool, progress: bool = False) -> dict:
+    """FID, precision/recall/density/coverage (when both sides have enough points) and optionally KID of
+    one image set's Inception ``features`` against the reference ``ref`` (a cached reference)."""
+    row = {"fid": fid_from_stats(FeatureStats.of(features), ref.stats, progress=progress), **_prdc(prdc_real, features)}
+    if with_kid:
+        row["kid"], row["kid_std"] = kid(features, ref.features, **KID_SETTINGS, progress=progress)
+    return row
+
+
 def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, reference: str | int = "all",
                    with_kid: bool = False, seed: int = 0, cache_dir: str | Path | None = None,
                    samplers: list[str] | tuple[str, ...] = ("prior",)) -> dict:
@@ -142,11 +151,7 @@ def sample_quality(trained, extractor: FeatureExtractor, n_samples: int = 2400, 
     for kind in kinds[1:]:
         features = extractor.features(sampler_batches(trained, drawn[kind], n_samples, seed), n_samples,
                                       desc=f"FID sample features ({kind})")
-        row = {"fid": fid_from_stats(FeatureStats.of(features), ref.stats, progress=extractor.progress),
-               **_prdc(prdc_real, features)}
-        if with_kid:
-            row["kid"], row["kid_std"] = kid(features, ref.features, **KID_SETTINGS, progress=extractor.progress)
-        table[kind] = row | {"sampler": drawn[kind].settings()}
+        table[kind] = feature_scores(features, ref, prdc_real, with_kid, extractor.progress) | {"sampler": drawn[kind].settings()}
     result["samplers"] = table
     result["seconds"]["total"] = round(time.perf_counter() - started, 2)
     return result
