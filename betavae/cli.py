@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set objective.beta=4 (repeatable); with --resume only "
                    "train.lr, lr_decay, max_steps, epochs, precision, device, checkpoint_every, val_every, "
-                   "progress, compile and divergence_factor may change")
+                   "progress, compile, divergence_factor, factor_metrics_every and factor_metrics_points may change")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", type=Path, metavar="RUN",
                    help="continue RUN exactly from its last checkpoint (Ctrl-C and SIGTERM save one between steps)")

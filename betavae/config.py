@@ -112,6 +112,11 @@ class TrainConfig(StrictModel):
     val_every: int | None = Field(None, gt=0, description="steps between validations (default: each epoch)")
     val_max_images: int | None = Field(2048, gt=0, description="cap on validation images per evaluation")
     checkpoint_every: int = Field(500, gt=0, description="steps between checkpoints")
+    factor_metrics_every: int | None = Field(
+        None, gt=0, description="steps between disentanglement checks (MIG, SAP, DCI, BetaVAE, FactorVAE) while "
+        "training, logged to RUN/metrics/factor_metrics.csv; needs data with ground-truth factors (null: off)")
+    factor_metrics_points: int = Field(2000, ge=20, description="points of each check (half as many test points; "
+                                       "BetaVAE/FactorVAE at most 1,000)")
     divergence_factor: float | None = Field(
         100.0, gt=1, description="stop when the loss exceeds this many times its running median (null: only NaN/inf)"
     )

@@ -60,6 +60,10 @@ class RunPaths:
         return self.root / "metrics" / "val_kl_per_dim.csv"
 
     @property
+    def factor_log(self) -> Path:
+        return self.root / "metrics" / "factor_metrics.csv"
+
+    @property
     def last(self) -> Path:
         return self.root / "checkpoints" / "last.safetensors"
 
@@ -276,9 +280,11 @@ class CsvLog:
         """Keeps only the complete rows with ``step <= step`` (work after the last checkpoint is redone)."""
         if not self.path.is_file():
             return
+        with self.path.open(newline="") as handle:
+            columns = next(csv.reader(handle), None) or self.columns  # a log keeps its own columns
         rows = [row for row in _complete_rows(self.path) if int(float(row["step"])) <= step]
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         write_text(self.path, text.getvalue())

@@ -58,7 +58,7 @@ from betavae.tracking import Trackers
 RESUME_OVERRIDES = (
     "train.lr", "train.lr_decay", "train.max_steps", "train.epochs", "train.precision", "train.device",
     "train.checkpoint_every", "train.val_every", "train.progress", "train.compile",
-    "train.divergence_factor",
+    "train.divergence_factor", "train.factor_metrics_every", "train.factor_metrics_points",
 )
 # A loss more than `divergence_factor` times the median of the last LOSS_WINDOW losses is an explosion.
 LOSS_WINDOW = 100
@@ -136,16 +136,21 @@ class Trainer:
         self.train_log = CsvLog(paths.train_log, ["step", "epoch", "lr", "loss", *term_names, "images_per_s"])
         self.val_log = CsvLog(paths.val_log, ["step", "epoch", "loss", *term_names])
         self.kl_log = CsvLog(paths.val_kl_log, ["step"] + [f"z{j}" for j in range(config.model.latent_dim)])
+        self.factor_log = CsvLog(paths.factor_log, ["step", *_factor_score_keys(train.factor_metrics_every)])
         # csv, tensorboard, mlflow (train.trackers): checked here, opened by fit(), so building a
         # Trainer touches no file and a tracker that is not installed stops it before training
         self.trackers = Trackers.for_run(
-            config, paths, {"train": self.train_log, "val": self.val_log, "val_kl": self.kl_log})
+            config, paths, {"train": self.train_log, "val": self.val_log, "val_kl": self.kl_log,
+                            "factors": self.factor_log})
         self.recent_losses: deque[float] = deque(maxlen=LOSS_WINDOW)
         self._in_step = False
 
     def _check_data(self) -> None:
         if self.data.image_size != self.config.data.image_size:
             raise ValueError(f"data are {self.data.image_size} px but data.image_size is {self.config.data.image_size}")
+        if self.config.train.factor_metrics_every and self.data.factors is None:
+            raise ValueError(f"train.factor_metrics_every needs data with ground-truth factors (dsprites, shapes-rgb, "
+                             f"...), and {self.config.data.name!r} has none: drop the setting")
 
     # ----- data -------------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
@@ -299,7 +304,7 @@ class Trainer:
 
     def truncate_logs(self) -> None:
         """Drops logged rows past the current step (each log is replaced atomically)."""
-        for log in (self.train_log, self.val_log, self.kl_log):
+        for log in (self.train_log, self.val_log, self.kl_log, self.factor_log):
             log.truncate_after(self.state.step)
 
     # ----- the loop ---------------------------------------------------------------------------
@@ -353,6 +358,9 @@ class Trainer:
             self._log_train(pending)
             pending = []
             self._validate_and_keep_best()
+        every = self.config.train.factor_metrics_every
+        if every and (step % every == 0 or last_step):
+            self._log_factor_metrics()
         if step % self.config.train.checkpoint_every == 0 or last_step:
             self._log_train(pending)
             pending = []
@@ -379,6 +387,14 @@ class Trainer:
     def _log_train(self, rows: list[dict]) -> None:
         self.trackers.log_metrics("train", rows)
 
+    def _log_factor_metrics(self) -> None:
+        """One row of disentanglement scores (the same points at every check; no training RNG used)."""
+        from betavae.evaluation.latent_meaning import factor_summary  # scikit-learn: only when asked for
+
+        scores = factor_summary(self.model, self.normalizer, self.device, self.data,
+                                self.config.train.factor_metrics_points)
+        self.trackers.log_metrics("factors", [{"step": self.state.step, **scores}])
+
     def _validate_and_keep_best(self) -> None:
         values, kl = self.validate()
         epoch = (self.state.step - 1) // self.steps_per_epoch
@@ -387,6 +403,16 @@ class Trainer:
         if values["loss"] < self.state.best_val_loss:
             self.state.best_val_loss, self.state.best_step = values["loss"], self.state.step
             self.save(self.paths.best, with_training_state=False)
+
+
+def _factor_score_keys(enabled: int | None) -> list[str]:
+    """The disentanglement scores ``train.factor_metrics_every`` logs (none when it is off, so that
+    training imports no scikit-learn)."""
+    if not enabled:
+        return []
+    from betavae.evaluation.disentanglement import factor_scores
+
+    return [score.key for score in factor_scores()]
 
 
 RECOVERY_HINT = ("Continue from the last checkpoint with a lower learning rate, e.g. "

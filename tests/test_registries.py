@@ -20,7 +20,7 @@ from betavae.inference import load
 from betavae.latents import ACTIVE_KL_NATS, RANKING_IMAGES, latent_ranking, rank_by_kl
 from betavae.model import Posterior, VAEOutput
 from betavae.objectives import OBJECTIVES, RECONSTRUCTIONS, build_objective
-from betavae.runs import RunPaths
+from betavae.runs import CsvLog, RunPaths
 
 from test_disentanglement import factor_image_data, read_factors
 
@@ -147,6 +147,8 @@ def test_every_figure_renders_for_a_tiny_run(key, tiny_run, tmp_path):
     paths.disentanglement.parent.mkdir(exist_ok=True)
     paths.disentanglement.write_text(json.dumps({"normalized_mi": [[0.5] * trained.latent_dim],
                                                  "factor_names": ["shape"]}))
+    CsvLog(paths.factor_log, ["step", "mig", "factor_vae"]).append(
+        [{"step": 4, "mig": 0.1, "factor_vae": 0.5}, {"step": 8, "mig": 0.2, "factor_vae": 0.6}])
     inputs = FigureInputs(trained, latent_ranking(trained), top_k=2, outside=outside)
     drawing = FIGURES[key].draw(inputs)
     assert drawing is not None

@@ -201,7 +201,7 @@ def _summary(results: dict) -> dict:
             for score, field in metric.scores}
 
 
-def disentanglement_report(represent: Callable, data, out_path: str | Path, rng_seed: int = 0,
+def disentanglement_report(represent: Callable, data, out_path: str | Path | None, rng_seed: int = 0,
                            num_train: int = 10_000, num_eval: int = 5_000, batch_size: int = 64,
                            dci_num_train: int | None = None, images_per_call: int = IMAGES_PER_CALL,
                            dci_backend: str = "hist", progress: bool = False,
@@ -219,7 +219,7 @@ def disentanglement_report(represent: Callable, data, out_path: str | Path, rng_
     ``"exact"`` (disentanglement_lib's ``GradientBoostingClassifier``: ~10 minutes at 10,000 points on
     2 cores for dSprites' factors). ``images_per_call`` bounds each ``represent`` call. ``progress``
     shows a tqdm bar for each slow step. Library convergence warnings are caught and listed under
-    ``notes``. Writes the report (JSON) to ``out_path`` and returns it.
+    ``notes``. Writes the report (JSON) to ``out_path`` (unless None) and returns it.
     """
     if data.factors is None:
         raise ValueError("the data has no ground-truth factors: disentanglement metrics need them")
@@ -271,5 +271,6 @@ def disentanglement_report(represent: Callable, data, out_path: str | Path, rng_
         report["rendered_images"] = {"requested": rendered.requested, "encoded": rendered.encoded,
                                      "how": "BetaVAE and FactorVAE scores together; each distinct image "
                                             "of the generator's grid encoded once (deterministic encoder means)"}
-    write_json(Path(out_path), report)
+    if out_path is not None:
+        write_json(Path(out_path), report)
     return report

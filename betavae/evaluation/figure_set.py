@@ -20,16 +20,27 @@ from PIL import Image
 
 from betavae.data.transforms import uint8_to_unit
 from betavae.evaluation.dimensions import mi_heatmap
+from betavae.evaluation.disentanglement import factor_scores
 from betavae.evaluation.figures import traversal_gif, traversal_sheet
-from betavae.figures import figure_png, image_grid, image_png, kl_bars, reconstruction_pairs, training_curves
+from betavae.figures import (
+    figure_png,
+    image_grid,
+    image_png,
+    kl_bars,
+    reconstruction_pairs,
+    score_curves,
+    training_curves,
+)
 from betavae.fileio import write_bytes
 from betavae.inference import TrainedModel, load
 from betavae.latents import ACTIVE_KL_NATS, LatentRanking, latent_ranking
 from betavae.metrics.disentanglement import progress_bar
-from betavae.runs import RunPaths
+from betavae.runs import RunPaths, read_csv
 from betavae.sampling import prior_codes
 
 SHOWN_IMAGES = 16
+# the disentanglement curves leave out DCI's completeness and informativeness (not disentanglement)
+CURVE_HIDDEN_SCORES = ("dci_completeness", "dci_informativeness")
 
 
 @dataclass
@@ -99,10 +110,22 @@ def _mi_heatmap(inputs: FigureInputs) -> Figure | None:
     return mi_heatmap(np.asarray(content["normalized_mi"]), content["factor_names"])
 
 
+def _factor_metric_curves(inputs: FigureInputs) -> Figure | None:
+    rows = read_csv(inputs.paths.factor_log)
+    if not rows:
+        return None
+    labels = {score.key: score.label for score in factor_scores() if score.key not in CURVE_HIDDEN_SCORES}
+    points = inputs.trained.config.train.factor_metrics_points
+    return score_curves(rows, labels, f"Disentanglement while training ({points:,} points a check)")
+
+
 # In display order.
 FIGURES: dict[str, FigureSpec] = {
     "curves": FigureSpec("curves.png", "Training curves: reconstruction loss and KL, train (smoothed) and validation",
                          lambda f: training_curves(f.paths.root), after_training=True),
+    "factor_metrics": FigureSpec("factor_metrics.png", "Disentanglement scores against training steps "
+                                 "(train.factor_metrics_every; the same points at every check)",
+                                 _factor_metric_curves, after_training=True),
     "samples": FigureSpec("samples.png", "Random samples decoded from z ~ N(0, I)",
                           lambda f: image_grid(f.trained.sample(64, f.seed)[1], nrow=8, scale=2), after_training=True),
     "reconstructions": FigureSpec("reconstructions.png", "Validation images (odd rows) and their reconstructions "

@@ -23,14 +23,18 @@ RENDERED_POINTS = 1000
 
 
 def metric_represent(trained: TrainedModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """``trained.represent`` (uint8 images → posterior means and log-variances) for the metrics:
-    each batch of :data:`ENCODER_BATCH` images converted to float on its own (no float copy of a
-    whole render chunk), no autograd bookkeeping (``inference_mode``); the same codes.
+    """``trained.represent`` (uint8 images → posterior means and log-variances) for the metrics."""
+    return encoder_represent(trained.model, trained.normalizer, trained.device)
+
+
+def encoder_represent(model, normalizer, device) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """uint8 images → the model's posterior means and log-variances, for the metrics: each batch of
+    :data:`ENCODER_BATCH` images converted to float on its own (no float copy of a whole render
+    chunk), no autograd bookkeeping (``inference_mode``).
 
     Larger batches were slower here (demo model, 2 threads, 8,192 images): 8,200 images/s at 256,
     5,600 at 1,024, 4,600 at 4,096 — their activations no longer fit the caches, and each call's
     fresh multi-megabyte buffers cost page faults (system time)."""
-    model, normalizer, device = trained.model, trained.normalizer, trained.device
 
     @torch.inference_mode()
     def represent(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,6 +47,30 @@ def metric_represent(trained: TrainedModel) -> Callable[[np.ndarray], tuple[np.n
         return np.concatenate(means), np.concatenate(logvars)
 
     return represent
+
+
+def _factor_report(represent, data, out_path, points: int, seed: int, dci_points: int | None = None,
+                   dci_backend: str = "hist", progress: bool = False, rendered_points: int | None = None) -> dict:
+    """:func:`disentanglement_report` with ``points // 2`` test points and (by default) at most
+    :data:`RENDERED_POINTS` BetaVAE/FactorVAE points."""
+    rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
+    return disentanglement_report(represent, data, out_path, rng_seed=seed, num_train=points,
+                                  num_eval=max(points // 2, 1), dci_num_train=min(dci_points or points, points),
+                                  dci_backend=dci_backend, progress=progress, rendered_num_train=rendered_points,
+                                  rendered_num_eval=max(rendered_points // 2, 1))
+
+
+def factor_summary(model: torch.nn.Module, normalizer, device, data, points: int, seed: int = 0) -> dict[str, float]:
+    """The headline disentanglement scores of a model being trained (``train.factor_metrics_every``),
+    on ``points`` points sampled with ``seed`` (the same points at every check); the model is put in
+    eval mode for the check and back after. Writes nothing."""
+    was_training = model.training
+    model.eval()
+    try:
+        report = _factor_report(encoder_represent(model, normalizer, device), data, None, points, seed)
+    finally:
+        model.train(was_training)
+    return report["summary"]
 
 
 def factor_analysis(trained: TrainedModel, paths: RunPaths, points: int, dci_points: int, seed: int,
@@ -58,11 +86,8 @@ def factor_analysis(trained: TrainedModel, paths: RunPaths, points: int, dci_poi
     if data.factors is None:
         return None
     rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
-    report = disentanglement_report(metric_represent(trained), data, paths.disentanglement, rng_seed=seed, num_train=points,
-                                    num_eval=max(points // 2, 1), dci_num_train=min(dci_points, points),
-                                    dci_backend=dci_backend, progress=progress,
-                                    rendered_num_train=rendered_points,
-                                    rendered_num_eval=max(rendered_points // 2, 1))
+    report = _factor_report(metric_represent(trained), data, paths.disentanglement, points, seed, dci_points,
+                            dci_backend, progress, rendered_points)
     labels = [entry["label"] for entry in sorted(report["dimensions"], key=lambda entry: entry["dim"])]
     return {"summary": report["summary"], "labels": labels, "notes": report["notes"],
             "points": {"num_train": points, "num_test": max(points // 2, 1),
