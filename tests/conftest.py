@@ -35,3 +35,21 @@ def tiny_run(tmp_path_factory):
     from betavae.training import train
 
     return train(tiny_config(), tmp_path_factory.mktemp("runs") / "tiny").root
+
+
+def train_until_crash(config: RunConfig, run_dir, step: int, monkeypatch) -> None:
+    """Trains ``config`` into ``run_dir`` until step ``step`` begins, where a crash ("power cut",
+    a RuntimeError inside the step) stops it as a kill would, with no checkpoint written."""
+    from betavae.training import Trainer, train
+
+    original = Trainer.train_step
+
+    def crash(trainer, x, lr):
+        if trainer.state.step == step:
+            raise RuntimeError("power cut")
+        return original(trainer, x, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(config, run_dir)
+    monkeypatch.undo()

@@ -14,9 +14,9 @@ from betavae.evaluation.disentanglement import factor_scores
 from betavae.evaluation.figure_set import write_run_figures
 from betavae.run_page import write_run_page
 from betavae.runs import RunPaths, read_csv
-from betavae.training import Trainer, resume, train
+from betavae.training import resume, train
 
-from conftest import tiny_config
+from conftest import tiny_config, train_until_crash
 
 # tiny checks: too few points for some factors, which scikit-learn warns about
 pytestmark = pytest.mark.filterwarnings("ignore:The number of unique classes:UserWarning")
@@ -57,17 +57,7 @@ def test_checks_leave_the_training_unchanged(tmp_path):
 def test_a_crashed_run_resumes_without_duplicate_checks(tmp_path, monkeypatch):
     config = tiny_config(train={"max_steps": 12, "checkpoint_every": 8, **CHECKED})
     reference = read_csv(train(config, tmp_path / "straight").factor_log)
-    original = Trainer.train_step
-
-    def crash(trainer, x, lr):
-        if trainer.state.step == 10:  # after the check at step 8 and the checkpoint at step 8
-            raise RuntimeError("power cut")
-        return original(trainer, x, lr)
-
-    monkeypatch.setattr(Trainer, "train_step", crash)
-    with pytest.raises(RuntimeError):
-        train(config, tmp_path / "crashed")
-    monkeypatch.undo()
+    train_until_crash(config, tmp_path / "crashed", 10, monkeypatch)  # after the check and checkpoint at 8
     paths = resume(tmp_path / "crashed")
     assert read_csv(paths.factor_log) == reference
 

@@ -12,9 +12,9 @@ from betavae.config import TrainConfig
 from betavae.runs import RunPaths, read_config, read_csv, read_info
 from betavae.study.runner import _differences, _resolved
 from betavae.tracking import TRACKERS, TrackerUnavailable, flatten, mlflow_tracking_uri
-from betavae.training import Trainer, resume, train
+from betavae.training import resume, train
 
-from conftest import tiny_config
+from conftest import tiny_config, train_until_crash
 from test_training import InterruptAt
 
 
@@ -152,17 +152,7 @@ def test_after_a_crash_tensorboard_drops_the_redone_steps_and_mlflow_keeps_the_r
 
     config = mlflow_config(tmp_path / "store", trackers=["tensorboard", "mlflow"], max_steps=10, val_every=2,
                            checkpoint_every=4)
-    original = Trainer.train_step
-
-    def crash(trainer, x, lr):
-        if trainer.state.step == 7:  # rows 5-6 were logged (validation at 6), the checkpoint is at 4
-            raise RuntimeError("power cut")
-        return original(trainer, x, lr)
-
-    monkeypatch.setattr(Trainer, "train_step", crash)
-    with pytest.raises(RuntimeError):
-        train(config, tmp_path / "run")
-    monkeypatch.undo()
+    train_until_crash(config, tmp_path / "run", 7, monkeypatch)  # rows 5-6 logged (validation at 6), checkpoint at 4
     paths = RunPaths(tmp_path / "run")
     run_id = read_info(paths)["mlflow"]["run_id"]
     client = MlflowClient((tmp_path / "store").as_uri())

@@ -10,7 +10,7 @@ from betavae.objectives import BetaVAE
 from betavae.runs import RunExistsError, RunPaths, read_csv, read_info
 from betavae.training import Trainer, TrainingDiverged, resume, train
 
-from conftest import tiny_config
+from conftest import tiny_config, train_until_crash
 
 
 def train_losses(root) -> list[tuple]:
@@ -75,17 +75,7 @@ def test_a_crash_resumes_from_the_last_checkpoint_with_no_duplicate_steps(tmp_pa
                                                                           crash_at, saved):
     config = tiny_config(train={"max_steps": 12, "checkpoint_every": checkpoint_every, "val_every": 3})
     reference = train(config, tmp_path / "straight").root
-    original = Trainer.train_step
-
-    def crash(trainer, x, lr):
-        if trainer.state.step == crash_at:
-            raise RuntimeError("power cut")
-        return original(trainer, x, lr)
-
-    monkeypatch.setattr(Trainer, "train_step", crash)
-    with pytest.raises(RuntimeError):
-        train(config, tmp_path / "crashed")
-    monkeypatch.undo()
+    train_until_crash(config, tmp_path / "crashed", crash_at, monkeypatch)
     paths = RunPaths(tmp_path / "crashed")
     assert (load_checkpoint(paths.last)[1]["step"] if paths.last.exists() else None) == saved
     resume(paths.root)
