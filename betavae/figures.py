@@ -141,14 +141,14 @@ def training_curves(run_dir: str | Path) -> plt.Figure:
 
 def score_curves(rows: list[dict[str, float]], labels: dict[str, str], title: str) -> plt.Figure:
     """Each column of ``rows`` named in ``labels`` against ``step``, on one axis from 0 to 1."""
-    figure, axis = plt.subplots(figsize=(6.5, 3.6))
+    figure, axis = plt.subplots(figsize=(7.5, 3.6))
     steps = [row["step"] for row in rows]
     for key, label in labels.items():
         if all(key in row for row in rows):
             axis.plot(steps, [row[key] for row in rows], "o-", markersize=3, label=label)
     axis.set(title=title, xlabel="step", ylim=(0, 1))
     axis.grid(alpha=0.3)
-    axis.legend(loc="upper left", fontsize="small", ncol=2)
+    axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")  # beside, not over, the lines
     figure.tight_layout()
     return figure
 
