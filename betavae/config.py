@@ -115,7 +115,7 @@ class TrainConfig(StrictModel):
     factor_metrics_every: int | None = Field(
         None, gt=0, description="steps between disentanglement checks (MIG, SAP, DCI, BetaVAE, FactorVAE) while "
         "training, logged to RUN/metrics/factor_metrics.csv; needs data with ground-truth factors (null: off)")
-    factor_metrics_points: int = Field(2000, ge=20, description="points of each check (half as many test points; "
+    factor_metrics_points: int = Field(2000, ge=20, le=50_000, description="points of each check (half as many test points; "
                                        "BetaVAE/FactorVAE at most 1,000)")
     divergence_factor: float | None = Field(
         100.0, gt=1, description="stop when the loss exceeds this many times its running median (null: only NaN/inf)"

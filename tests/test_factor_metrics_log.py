@@ -79,7 +79,8 @@ def test_data_without_factors_is_refused_before_training(tmp_path):
     assert not RunPaths(tmp_path / "run").last.exists()
 
 
-@pytest.mark.parametrize("setting", ["factor_metrics_every=0", "factor_metrics_points=5"])
+@pytest.mark.parametrize("setting", ["factor_metrics_every=0", "factor_metrics_points=5",
+                                     "factor_metrics_points=1000000"])
 def test_bad_settings_are_config_errors(setting):
     key, value = setting.split("=")
     with pytest.raises((ConfigError, ValueError)):
