@@ -20,7 +20,7 @@ from conftest import tiny_config, train_until_crash
 
 # tiny checks: too few points for some factors, which scikit-learn warns about
 pytestmark = pytest.mark.filterwarnings("ignore:The number of unique classes:UserWarning")
-CHECKED = {"factor_metrics_every": 4, "factor_metrics_points": 60}
+CHECKED = {"factor_metrics_every": 4, "factor_metrics_points": 30}
 
 
 def test_each_check_logs_every_score_at_its_step_and_the_run_page_draws_them(tmp_path):
@@ -65,7 +65,7 @@ def test_a_crashed_run_resumes_without_duplicate_checks(tmp_path, monkeypatch):
 def test_checks_can_start_when_a_run_is_resumed(tmp_path):
     paths = train(tiny_config(train={"max_steps": 4}), tmp_path / "run")
     resume(paths.root, overrides=["train.max_steps=8", "train.factor_metrics_every=2",
-                                  "train.factor_metrics_points=60"])
+                                  "train.factor_metrics_points=30"])
     assert [row["step"] for row in read_csv(paths.factor_log)] == [6, 8]
     write_run_figures(paths.root)
     assert paths.figure("factor_metrics.png").is_file()
