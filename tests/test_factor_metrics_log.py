@@ -71,6 +71,13 @@ def test_checks_can_start_when_a_run_is_resumed(tmp_path):
     assert paths.figure("factor_metrics.png").is_file()
 
 
+def test_checks_turned_off_on_resume_keep_the_earlier_rows_whole(tmp_path):
+    paths = train(tiny_config(train={"max_steps": 8, **CHECKED}), tmp_path / "run")
+    before = read_csv(paths.factor_log)
+    resume(paths.root, overrides=["train.max_steps=12", "train.factor_metrics_every=null"])
+    assert read_csv(paths.factor_log) == before and [row["step"] for row in before] == [4, 8]
+
+
 def test_data_without_factors_is_refused_before_training(tmp_path):
     config = tiny_config(train={"factor_metrics_every": 2})
     unlabelled = dataclasses.replace(build_data(config.data), factors=None, factor_names=(), source=None)
