@@ -132,15 +132,14 @@ def main() -> None:
     missing = [run for run in args.runs if not RunPaths(Path(run)).config.is_file()]
     if missing:
         p.error(f"not a run folder (no config.yaml): {', '.join(missing)}")
-    reference = args.reference
     n = 64 if args.quick else args.n
     if args.figure:  # first: it takes seconds, and a bad --dim should not wait for the scores
         with atomic_path(args.figure) as partial:
             conditional_figure(args.runs[0], args.dim).save(partial, format="PNG")
         print(f"figure: {args.figure}")
     extractor = inception_extractor(precision=args.inception_precision)
-    results = [score_run(run, extractor, n, reference, args.seed) for run in args.runs]
-    print(f"{machine_line()}\nInception: {args.inception_precision}; N = {n} a set, reference {reference} training images\n")
+    results = [score_run(run, extractor, n, args.reference, args.seed) for run in args.runs]
+    print(f"{machine_line()}\nInception: {args.inception_precision}; N = {n} a set, reference {args.reference} training images\n")
     print(markdown(results))
     print(f"\n(results: {write_results('samplers', {'results': results})})")
 

@@ -280,11 +280,11 @@ class CsvLog:
         """Keeps only the complete rows with ``step <= step`` (work after the last checkpoint is redone)."""
         if not self.path.is_file():
             return
-        with self.path.open(newline="") as handle:
-            columns = next(csv.reader(handle), None) or self.columns  # a log keeps its own columns
-        rows = [row for row in _complete_rows(self.path) if int(float(row["step"])) <= step]
+        columns, rows = _read_log(self.path)
+        rows = [row for row in rows if int(float(row["step"])) <= step]
         text = io.StringIO(newline="")
-        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        # a log keeps its own columns (a setting turned off on resume must not drop them)
+        writer = csv.DictWriter(text, fieldnames=columns or self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         write_text(self.path, text.getvalue())
@@ -298,25 +298,26 @@ class CsvLog:
             writer.writerows(rows)
 
 
-def _complete_rows(path: Path) -> list[dict[str, str]]:
-    """The rows of a metric log that have every column and a numeric step (a torn last row is not)."""
+def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A metric log's columns and its rows that have every column and a numeric step (a torn last
+    row does not)."""
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        width = len(reader.fieldnames or [])
+        columns = list(reader.fieldnames or [])
         rows = []
         for row in reader:
-            if None in row or sum(v is not None for v in row.values()) != width:
+            if None in row or sum(v is not None for v in row.values()) != len(columns):
                 continue
             try:
                 float(row["step"])
             except (KeyError, TypeError, ValueError):
                 continue
             rows.append(row)
-    return rows
+    return columns, rows
 
 
 def read_csv(path: Path) -> list[dict[str, float]]:
     """A metric log as a list of rows of floats (empty if the file is missing)."""
     if not path.is_file():
         return []
-    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in _complete_rows(path)]
+    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in _read_log(path)[1]]

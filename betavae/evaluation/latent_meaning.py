@@ -49,11 +49,15 @@ def encoder_represent(model, normalizer, device) -> Callable[[np.ndarray], tuple
     return represent
 
 
+def _rendered_points(points: int, rendered_points: int | None) -> int:
+    """The BetaVAE/FactorVAE points: as given, else ``points`` up to :data:`RENDERED_POINTS`."""
+    return min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
+
+
 def _factor_report(represent, data, out_path, points: int, seed: int, dci_points: int | None = None,
                    dci_backend: str = "hist", progress: bool = False, rendered_points: int | None = None) -> dict:
-    """:func:`disentanglement_report` with ``points // 2`` test points and (by default) at most
-    :data:`RENDERED_POINTS` BetaVAE/FactorVAE points."""
-    rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
+    """:func:`disentanglement_report` with ``points // 2`` test points and :func:`_rendered_points`."""
+    rendered_points = _rendered_points(points, rendered_points)
     return disentanglement_report(represent, data, out_path, rng_seed=seed, num_train=points,
                                   num_eval=max(points // 2, 1), dci_num_train=min(dci_points or points, points),
                                   dci_backend=dci_backend, progress=progress, rendered_num_train=rendered_points,
@@ -85,7 +89,7 @@ def factor_analysis(trained: TrainedModel, paths: RunPaths, points: int, dci_poi
     data = trained.data()
     if data.factors is None:
         return None
-    rendered_points = min(points, RENDERED_POINTS) if rendered_points is None else rendered_points
+    rendered_points = _rendered_points(points, rendered_points)
     report = _factor_report(metric_represent(trained), data, paths.disentanglement, points, seed, dci_points,
                             dci_backend, progress, rendered_points)
     labels = [entry["label"] for entry in sorted(report["dimensions"], key=lambda entry: entry["dim"])]
