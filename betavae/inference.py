@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from betavae.data import ImageData, build_data
 from betavae.data.transforms import Normalizer, uint8_to_unit
 from betavae.model import ConvVAE, Posterior, build_model
 from betavae.objectives import kl_per_dim as _kl_per_dim
-from betavae.runs import RunPaths, read_config
+from betavae.runs import RunPaths, read_config, read_info
 from betavae.sampling import prior_codes
 
 _BATCH = 256
+logger = logging.getLogger(__name__)
 
 
 class TrainedModel:
@@ -99,9 +101,11 @@ class TrainedModel:
         return z, self.decode(z)
 
     def data(self) -> ImageData:
-        """The run's dataset (rebuilt from its config; cached)."""
+        """The run's dataset (rebuilt from its config; cached). Warns when these are not the images
+        the run was trained on (its data folder changed, or another betavae version draws them)."""
         if self._data is None:
             self._data = build_data(self.config.data)
+            _warn_if_other_images(self.run_dir, self._data.fingerprint)
         return self._data
 
     def validation_sample(self, n: int | None, seed: int = 0) -> np.ndarray:
@@ -114,6 +118,17 @@ class TrainedModel:
     def images(self, indices: np.ndarray) -> torch.Tensor:
         """Dataset images at ``indices`` as float [0, 1] tensors."""
         return uint8_to_unit(self.data().images[np.asarray(indices)])
+
+
+def _warn_if_other_images(run_dir: Path, fingerprint: str) -> None:
+    try:
+        trained_on = read_info(RunPaths(run_dir)).get("data", {}).get("fingerprint")
+    except (OSError, ValueError, AttributeError):  # no readable run.json: nothing to compare with
+        return
+    if trained_on and trained_on != fingerprint:
+        logger.warning("%s was trained on other images than its config gives now (fingerprint %s, now %s): "
+                       "its data folder changed, or this betavae version draws the built-in data differently; "
+                       "scores and figures use the current images", run_dir, trained_on, fingerprint)
 
 
 def load(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> TrainedModel:

@@ -319,3 +319,16 @@ def test_outside_images_are_transformed_like_training_data(outside_folder):
     assert np.array_equal(wide, expected)
     folder = load_folder(outside_folder, 32, 3, max_images=1)
     assert folder.names == ["gray.jpg"] and folder.images.shape == (1, 32, 32, 3)
+
+
+def test_a_run_whose_images_changed_since_training_is_warned_about(run_copy, caplog):
+    with caplog.at_level("WARNING", logger="betavae"):
+        load(run_copy).data()
+    assert "trained on other images" not in caplog.text  # the images it was trained on
+    paths = RunPaths(run_copy)
+    info = json.loads(paths.info.read_text())
+    info["data"]["fingerprint"] = "drawn-by-an-older-betavae"
+    paths.info.write_text(json.dumps(info))
+    with caplog.at_level("WARNING", logger="betavae"):
+        load(run_copy).data()
+    assert "trained on other images" in caplog.text and "drawn-by-an-older-betavae" in caplog.text

@@ -41,21 +41,21 @@ def test_images_are_binary_and_deterministic():
 def test_posx_moves_the_centroid_monotonically_and_posy_moves_it_down():
     data = DSprites()
     row = np.array([[0, 5, 0, x, 10] for x in range(32)])
-    xs = [centroid_x(m) for m in data.masks(row)]
+    xs = [centroid_x(m) for m in data.coverage(row)]
     assert all(b > a for a, b in zip(xs, xs[1:]))
     column = np.array([[1, 5, 0, 10, y] for y in range(32)])
-    ys = [float(np.nonzero(m)[0].mean()) for m in data.masks(column)]
+    ys = [float(np.nonzero(m)[0].mean()) for m in data.coverage(column)]
     assert all(b > a for a, b in zip(ys, ys[1:]))
 
 
 @pytest.mark.parametrize("shape", [0, 1, 2])
 def test_scale_changes_the_area(shape):
-    areas = DSprites().masks(np.array([[shape, s, 0, 16, 16] for s in range(6)])).sum(axis=(1, 2))
+    areas = DSprites().coverage(np.array([[shape, s, 0, 16, 16] for s in range(6)])).sum(axis=(1, 2))
     assert all(b > a for a, b in zip(areas, areas[1:]))
 
 
 def test_shapes_differ_and_rotation_changes_a_square():
-    masks = DSprites().masks(np.array([[0, 5, 0, 16, 16], [1, 5, 0, 16, 16], [2, 5, 0, 16, 16], [0, 5, 5, 16, 16]]))
+    masks = DSprites().coverage(np.array([[0, 5, 0, 16, 16], [1, 5, 0, 16, 16], [2, 5, 0, 16, 16], [0, 5, 5, 16, 16]]))
     assert len({m.tobytes() for m in masks}) == 4
 
 
@@ -74,7 +74,7 @@ def test_shapes_rgb_colours_follow_their_factors():
     assert data.factor_names[-2:] == ("object_hue", "background_hue")
     base = np.array([[0, 5, 0, 16, 16, 0, 0]])
     image = data.render(base)[0]
-    mask = data.masks(base)[0]
+    mask = data.coverage(base)[0] == 1
     assert image.shape == (64, 64, 3)
     other_object = data.render(base + [[0, 0, 0, 0, 0, 3, 0]])[0]
     other_background = data.render(base + [[0, 0, 0, 0, 0, 0, 2]])[0]
@@ -82,11 +82,35 @@ def test_shapes_rgb_colours_follow_their_factors():
     assert np.array_equal(other_background[mask], image[mask]) and not np.array_equal(other_background[~mask], image[~mask])
 
 
-def test_other_image_sizes_sample_the_same_sprite():
-    factors = np.array([[0, 5, 0, 16, 16]])
-    big, small = DSprites(image_size=64).masks(factors)[0], DSprites(image_size=32).masks(factors)[0]
-    assert small.shape == (32, 32)
-    assert abs(small.sum() * 4 - big.sum()) / big.sum() < 0.1
+def test_smaller_images_average_the_canvas_each_pixel_covers():
+    factors = DSprites().sample_factors(50, np.random.default_rng(1))
+    big, small = DSprites(image_size=64).coverage(factors), DSprites(image_size=32).coverage(factors)
+    assert small.shape == (50, 32, 32)
+    assert np.allclose(small, big.reshape(50, 32, 2, 32, 2).mean(axis=(2, 4)))  # exact 2×2 means
+    assert set(np.unique(DSprites(image_size=32).render(factors))) <= {0, 64, 128, 191, 255}
+    odd = DSprites(image_size=48).coverage(factors)  # not a divisor of 64: still the same sprite's area
+    assert np.allclose(odd.sum(axis=(1, 2)) * (64 / 48) ** 2, big.sum(axis=(1, 2)), rtol=0.1)
+
+
+@pytest.mark.parametrize("size", [32, 16])
+def test_every_scale_and_position_step_stays_visible_when_smaller(size):
+    data = DSprites(image_size=size)
+    areas = data.coverage(np.array([[2, s, 0, 16, 16] for s in range(6)])).sum(axis=(1, 2))
+    assert all(b > a for a, b in zip(areas, areas[1:]))  # sampling pixel centres merged pairs of scales
+    row = data.coverage(np.array([[2, 5, 0, x, 16] for x in range(32)]))
+    xs = [float((m.sum(axis=0) * np.arange(size)).sum() / m.sum()) for m in row]
+    assert all(b > a for a, b in zip(xs, xs[1:]))
+
+
+def test_shapes_rgb_blends_the_edges_of_smaller_images():
+    base = np.array([[0, 5, 3, 16, 16, 2, 1]])
+    small = ShapesRGB(image_size=32)
+    image, cover = small.render(base)[0].astype(float), small.coverage(base)[0]
+    inside, outside = image[cover == 1][0], image[cover == 0][0]
+    edge = (cover > 0) & (cover < 1)
+    assert edge.any() and not np.array_equal(inside, outside)
+    expected = outside + cover[edge][:, None] * (inside - outside)
+    assert np.abs(image[edge] - expected).max() <= 0.5
 
 
 def test_build_data_splits_75_25_reproducibly_and_keeps_factors():

@@ -1,10 +1,14 @@
 """Built-in ground-truth datasets rendered in code: ``dsprites`` (binary) and ``shapes-rgb`` (colour).
 
 ``DSprites`` follows the dSprites factor grid exactly (shape 3 × scale 6 × orientation 40 ×
-posX 32 × posY 32, posY fastest) and draws without anti-aliasing: a pixel is on when its centre
-lies inside the shape. posX/posY step one pixel of the 64×64 canvas; other image sizes sample
-that canvas at their pixel centres (nearest neighbour). The outlines and the position/scale → pixel mapping are our own (the
-original's are unpublished), so the images are dSprites-like, not pixel-identical.
+posX 32 × posY 32, posY fastest) on a 64×64 canvas where a pixel is on when its centre lies inside
+the shape; posX/posY step one canvas pixel. At 64×64 and above the images are that binary canvas
+(sampled at the pixel centres). Smaller images are the canvas averaged over the area each pixel
+covers, so a 32×32 sprite has grey edges and, as at 64×64, every one of the 6 scales and 32
+positions gives a different image (sampling pixel centres at 32×32 merged pairs of scales and
+moved edges by whole pixels every other position step). The outlines and the position/scale →
+pixel mapping are our own (the original's are unpublished), so the images are dSprites-like, not
+pixel-identical.
 """
 from __future__ import annotations
 
@@ -39,8 +43,26 @@ def _inside_heart(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 _INSIDE = (_inside_square, _inside_ellipse, _inside_heart)
 
 
+def canvas_samples(native: int, size: int) -> tuple[np.ndarray, int]:
+    """Where to sample a ``native``-pixel axis for ``size`` output pixels: the native pixel under
+    each of ``per_pixel`` evenly spaced points per output pixel, and ``per_pixel`` (1 when not
+    shrinking: plain pixel-centre sampling)."""
+    per_pixel = -(-native // size) if size < native else 1
+    points = (np.arange(size * per_pixel) + 0.5) / per_pixel
+    return (points * native / size).astype(np.int64), per_pixel
+
+
+def average_samples(fine: np.ndarray, per_pixel: int) -> np.ndarray:
+    """``(n, S·k, S·k, ...)`` samples from :func:`canvas_samples` → ``(n, S, S, ...)`` float32 means."""
+    if per_pixel == 1:
+        return fine.astype(np.float32)
+    n, side = fine.shape[0], fine.shape[1] // per_pixel
+    blocks = fine.reshape(n, side, per_pixel, side, per_pixel, *fine.shape[3:])
+    return blocks.mean(axis=(2, 4), dtype=np.float32)
+
+
 class DSprites(GroundTruthData):
-    """dSprites-like binary sprites, 1 channel, values 0 or 255."""
+    """dSprites-like sprites, 1 channel: values 0 or 255 at 64×64, grey edges when smaller."""
 
     factor_names = ("shape", "scale", "orientation", "posX", "posY")
     channels = 1
@@ -68,19 +90,21 @@ class DSprites(GroundTruthData):
         }
         return values[self.factor_names[self.factor_index(name)]]
 
-    def masks(self, factors: np.ndarray) -> np.ndarray:
-        """Boolean sprite masks ``(N, H, W)`` for factor value indices ``(N, 5)``."""
+    def coverage(self, factors: np.ndarray) -> np.ndarray:
+        """float32 ``(N, H, W)`` in [0, 1] for factor value indices ``(N, 5)``: the share of each
+        pixel's area the sprite covers (0 or 1 at 64×64 and above)."""
         factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
         templates = self._templates()
-        sample = ((np.arange(self.image_size) + 0.5) * _CANVAS / self.image_size).astype(np.int64)
-        out = np.empty((len(factors), self.image_size, self.image_size), dtype=bool)
+        sample, per_pixel = canvas_samples(_CANVAS, self.image_size)
+        out = np.empty((len(factors), self.image_size, self.image_size), dtype=np.float32)
         for start in range(0, len(factors), _CHUNK):
             f = factors[start : start + _CHUNK]
             template = (f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]
             # Whole-pixel shifts keep every pixel-centre test exact; sprites never reach the border.
             rows = np.clip(sample[None, :] - (f[:, 4:5] - 16), 0, _CANVAS - 1)
             cols = np.clip(sample[None, :] - (f[:, 3:4] - 16), 0, _CANVAS - 1)
-            out[start : start + _CHUNK] = templates[template[:, None, None], rows[:, :, None], cols[:, None, :]]
+            fine = templates[template[:, None, None], rows[:, :, None], cols[:, None, :]]
+            out[start : start + _CHUNK] = average_samples(fine, per_pixel)
         return out
 
     def _templates(self) -> np.ndarray:
@@ -103,7 +127,11 @@ class DSprites(GroundTruthData):
         return self._template_cache
 
     def render(self, factors: np.ndarray) -> np.ndarray:
-        return (self.masks(factors)[..., None] * np.uint8(255)).astype(np.uint8)
+        return _to_uint8(self.coverage(factors)[..., None] * 255.0)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.rint(values).astype(np.uint8)
 
 
 def _hue_to_rgb(hues: np.ndarray, saturation: float, value: float) -> np.ndarray:
@@ -130,10 +158,10 @@ class ShapesRGB(DSprites):
 
     def render(self, factors: np.ndarray) -> np.ndarray:
         factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
-        mask = self.masks(factors)[..., None]
-        objects = _hue_to_rgb(self.factor_values("object_hue"), 0.85, 1.0)[factors[:, 5]]
-        backgrounds = _hue_to_rgb(self.factor_values("background_hue"), 0.5, 0.3)[factors[:, 6]]
-        return np.where(mask, objects[:, None, None, :], backgrounds[:, None, None, :])
+        cover = self.coverage(factors)[..., None]
+        objects = _hue_to_rgb(self.factor_values("object_hue"), 0.85, 1.0)[factors[:, 5]][:, None, None, :]
+        backgrounds = _hue_to_rgb(self.factor_values("background_hue"), 0.5, 0.3)[factors[:, 6]][:, None, None, :]
+        return _to_uint8(backgrounds + cover * (objects.astype(np.float32) - backgrounds))
 
 
 GENERATORS: dict[str, type[DSprites]] = {"dsprites": DSprites, "shapes-rgb": ShapesRGB}

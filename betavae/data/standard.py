@@ -43,6 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from betavae.data.groundtruth import GroundTruthData
+from betavae.data.sprites import average_samples, canvas_samples
 from betavae.fileio import atomic_path
 
 CACHE_ENV = "BETAVAE_CACHE"  # as betavae.metrics.inception: one cache root for the package
@@ -311,14 +312,15 @@ def _grid_from_classes(classes: np.ndarray) -> tuple[int, ...] | None:
 
 
 def _resize(images: np.ndarray, size: int, binary: bool) -> np.ndarray:
-    """uint8 ``(n, S, S, C)`` → ``(n, size, size, C)``: pixel-centre sampling for binary images (as
-    the built-in dsprites), antialiased bilinear otherwise."""
+    """uint8 ``(n, S, S, C)`` → ``(n, size, size, C)``: binary images as the built-in dsprites (the
+    mean over the area each pixel covers when shrinking, the pixel under each centre when growing),
+    antialiased bilinear otherwise."""
     native = images.shape[1]
     if size == native:
         return images
     if binary:
-        sample = ((np.arange(size) + 0.5) * native / size).astype(np.int64)
-        return np.ascontiguousarray(images[:, sample][:, :, sample])
+        sample, per_pixel = canvas_samples(native, size)
+        return np.rint(average_samples(images[:, sample][:, :, sample], per_pixel)).astype(np.uint8)
     import torch
     import torch.nn.functional as F
 
