@@ -52,13 +52,26 @@ def canvas_samples(native: int, size: int) -> tuple[np.ndarray, int]:
     return (points * native / size).astype(np.int64), per_pixel
 
 
-def average_samples(fine: np.ndarray, per_pixel: int) -> np.ndarray:
-    """``(n, S·k, S·k, ...)`` samples from :func:`canvas_samples` → ``(n, S, S, ...)`` float32 means."""
+def count_covered(fine: np.ndarray, per_pixel: int) -> np.ndarray:
+    """Boolean samples ``(n, S·k, S·k, ...)`` taken at :func:`canvas_samples` → uint8 ``(n, S, S, ...)``:
+    how many of each pixel's k² samples are on."""
+    on = (fine if fine.dtype == bool else fine != 0).view(np.uint8)
     if per_pixel == 1:
-        return fine.astype(np.float32)
+        return on
     n, side = fine.shape[0], fine.shape[1] // per_pixel
-    blocks = fine.reshape(n, side, per_pixel, side, per_pixel, *fine.shape[3:])
-    return blocks.mean(axis=(2, 4), dtype=np.float32)
+    blocks = on.reshape(n, side, per_pixel, side, per_pixel, *fine.shape[3:])
+    counts = np.zeros((n, side, side, *fine.shape[3:]), dtype=np.uint8)
+    for i in range(per_pixel):  # k² slice additions: an order of magnitude faster than .sum(axis=(2, 4))
+        for j in range(per_pixel):
+            counts += blocks[:, :, i, :, j]
+    return counts
+
+
+def to_grey(counts: np.ndarray, samples: int) -> np.ndarray:
+    """uint8 grey of pixels with ``counts`` of their ``samples`` on: 0 … 255, evenly, rounded."""
+    if samples == 1:
+        return counts * np.uint8(255)
+    return np.rint(np.arange(samples + 1) * 255.0 / samples).astype(np.uint8)[counts]
 
 
 class DSprites(GroundTruthData):
@@ -93,10 +106,16 @@ class DSprites(GroundTruthData):
     def coverage(self, factors: np.ndarray) -> np.ndarray:
         """float32 ``(N, H, W)`` in [0, 1] for factor value indices ``(N, 5)``: the share of each
         pixel's area the sprite covers (0 or 1 at 64×64 and above)."""
+        counts, samples = self._covered_samples(factors)
+        return counts.astype(np.float32) / samples
+
+    def _covered_samples(self, factors: np.ndarray) -> tuple[np.ndarray, int]:
+        """uint8 ``(N, H, W)``: how many of each pixel's sample points lie inside the sprite, and how
+        many points a pixel has (one, its centre, at 64×64 and above)."""
         factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
         templates = self._templates()
         sample, per_pixel = canvas_samples(_CANVAS, self.image_size)
-        out = np.empty((len(factors), self.image_size, self.image_size), dtype=np.float32)
+        out = np.empty((len(factors), self.image_size, self.image_size), dtype=np.uint8)
         for start in range(0, len(factors), _CHUNK):
             f = factors[start : start + _CHUNK]
             template = (f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]
@@ -104,8 +123,8 @@ class DSprites(GroundTruthData):
             rows = np.clip(sample[None, :] - (f[:, 4:5] - 16), 0, _CANVAS - 1)
             cols = np.clip(sample[None, :] - (f[:, 3:4] - 16), 0, _CANVAS - 1)
             fine = templates[template[:, None, None], rows[:, :, None], cols[:, None, :]]
-            out[start : start + _CHUNK] = average_samples(fine, per_pixel)
-        return out
+            out[start : start + _CHUNK] = count_covered(fine, per_pixel)
+        return out, per_pixel * per_pixel
 
     def _templates(self) -> np.ndarray:
         """Masks of every (shape, scale, orientation) centred on the canvas, ``(720, 64, 64)``."""
@@ -127,11 +146,8 @@ class DSprites(GroundTruthData):
         return self._template_cache
 
     def render(self, factors: np.ndarray) -> np.ndarray:
-        return _to_uint8(self.coverage(factors)[..., None] * 255.0)
-
-
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.rint(values).astype(np.uint8)
+        counts, samples = self._covered_samples(factors)
+        return to_grey(counts, samples)[..., None]
 
 
 def _hue_to_rgb(hues: np.ndarray, saturation: float, value: float) -> np.ndarray:
@@ -158,10 +174,13 @@ class ShapesRGB(DSprites):
 
     def render(self, factors: np.ndarray) -> np.ndarray:
         factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
-        cover = self.coverage(factors)[..., None]
-        objects = _hue_to_rgb(self.factor_values("object_hue"), 0.85, 1.0)[factors[:, 5]][:, None, None, :]
-        backgrounds = _hue_to_rgb(self.factor_values("background_hue"), 0.5, 0.3)[factors[:, 6]][:, None, None, :]
-        return _to_uint8(backgrounds + cover * (objects.astype(np.float32) - backgrounds))
+        counts, samples = self._covered_samples(factors)
+        objects = _hue_to_rgb(self.factor_values("object_hue"), 0.85, 1.0).astype(np.float64)
+        backgrounds = _hue_to_rgb(self.factor_values("background_hue"), 0.5, 0.3).astype(np.float64)
+        share = np.arange(samples + 1)[:, None, None, None] / samples
+        # palette[count, object hue, background hue]: the two colours blended by the covered share
+        palette = np.rint(backgrounds[None, None] + share * (objects[None, :, None] - backgrounds[None, None]))
+        return palette.astype(np.uint8)[counts, factors[:, 5, None, None], factors[:, 6, None, None]]
 
 
 GENERATORS: dict[str, type[DSprites]] = {"dsprites": DSprites, "shapes-rgb": ShapesRGB}

@@ -43,7 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from betavae.data.groundtruth import GroundTruthData
-from betavae.data.sprites import average_samples, canvas_samples
+from betavae.data.sprites import canvas_samples, count_covered, to_grey
 from betavae.fileio import atomic_path
 
 CACHE_ENV = "BETAVAE_CACHE"  # as betavae.metrics.inception: one cache root for the package
@@ -320,7 +320,7 @@ def _resize(images: np.ndarray, size: int, binary: bool) -> np.ndarray:
         return images
     if binary:
         sample, per_pixel = canvas_samples(native, size)
-        return np.rint(average_samples(images[:, sample][:, :, sample], per_pixel)).astype(np.uint8)
+        return to_grey(count_covered(images[:, sample][:, :, sample], per_pixel), per_pixel * per_pixel)
     import torch
     import torch.nn.functional as F
 
