@@ -53,8 +53,8 @@ def canvas_samples(native: int, size: int) -> tuple[np.ndarray, int]:
 
 
 def count_covered(fine: np.ndarray, per_pixel: int) -> np.ndarray:
-    """Boolean samples ``(n, S·k, S·k, ...)`` taken at :func:`canvas_samples` → uint8 ``(n, S, S, ...)``:
-    how many of each pixel's k² samples are on."""
+    """Samples ``(n, S·k, S·k, ...)`` taken at :func:`canvas_samples` (boolean, or zero for off) →
+    uint8 ``(n, S, S, ...)``: how many of each pixel's k² samples are on."""
     on = (fine if fine.dtype == bool else fine != 0).view(np.uint8)
     if per_pixel == 1:
         return on
