@@ -84,9 +84,13 @@ def test_shapes_rgb_colours_follow_their_factors():
 
 def test_smaller_images_average_the_canvas_each_pixel_covers():
     factors = DSprites().sample_factors(50, np.random.default_rng(1))
-    big, small = DSprites(image_size=64).coverage(factors), DSprites(image_size=32).coverage(factors)
-    assert small.shape == (50, 32, 32)
-    assert np.allclose(small, big.reshape(50, 32, 2, 32, 2).mean(axis=(2, 4)))  # exact 2×2 means
+    factors[:4, 3:] = [[0, 0], [31, 31], [0, 31], [31, 0]]  # the corners: the largest shifts either way
+    big = DSprites(image_size=64).coverage(factors)
+    for size in (32, 16):
+        k = 64 // size
+        small = DSprites(image_size=size).coverage(factors)
+        assert small.shape == (50, size, size)
+        assert np.allclose(small, big.reshape(50, size, k, size, k).mean(axis=(2, 4)))  # exact k×k means
     assert set(np.unique(DSprites(image_size=32).render(factors))) <= {0, 64, 128, 191, 255}
     odd = DSprites(image_size=48).coverage(factors)  # not a divisor of 64: still the same sprite's area
     assert np.allclose(odd.sum(axis=(1, 2)) * (64 / 48) ** 2, big.sum(axis=(1, 2)), rtol=0.1)

@@ -1,4 +1,4 @@
-"""Built-in ground-truth datasets rendered in code: ``dsprites`` (binary) and ``shapes-rgb`` (colour).
+"""Built-in ground-truth datasets rendered in code: ``dsprites`` (grey) and ``shapes-rgb`` (colour).
 
 ``DSprites`` follows the dSprites factor grid exactly (shape 3 × scale 6 × orientation 40 ×
 posX 32 × posY 32, posY fastest) on a 64×64 canvas where a pixel is on when its centre lies inside
@@ -74,6 +74,11 @@ def to_grey(counts: np.ndarray, samples: int) -> np.ndarray:
     return np.rint(np.arange(samples + 1) * 255.0 / samples).astype(np.uint8)[counts]
 
 
+def _template_index(factors: np.ndarray) -> np.ndarray:
+    """Which of the 720 (shape, scale, orientation) templates each row of factor indices draws."""
+    return (factors[:, 0] * 6 + factors[:, 1]) * 40 + factors[:, 2]
+
+
 class DSprites(GroundTruthData):
     """dSprites-like sprites, 1 channel: values 0 or 255 at 64×64, grey edges when smaller."""
 
@@ -85,6 +90,7 @@ class DSprites(GroundTruthData):
             raise ValueError("image_size must be at least 16")
         self.image_size = image_size
         self._template_cache: np.ndarray | None = None
+        self._block_cache: dict[int, np.ndarray] = {}
         super().__init__(factor_values)
 
     def _options(self) -> dict:
@@ -113,18 +119,48 @@ class DSprites(GroundTruthData):
         """uint8 ``(N, H, W)``: how many of each pixel's sample points lie inside the sprite, and how
         many points a pixel has (one, its centre, at 64×64 and above)."""
         factors = np.atleast_2d(np.asarray(factors, dtype=np.int64))
-        templates = self._templates()
         sample, per_pixel = canvas_samples(_CANVAS, self.image_size)
+        aligned = len(sample) == _CANVAS  # the size divides the canvas: every canvas pixel sampled once
         out = np.empty((len(factors), self.image_size, self.image_size), dtype=np.uint8)
         for start in range(0, len(factors), _CHUNK):
             f = factors[start : start + _CHUNK]
-            template = (f[:, 0] * 6 + f[:, 1]) * 40 + f[:, 2]
-            # Whole-pixel shifts keep every pixel-centre test exact; sprites never reach the border.
-            rows = np.clip(sample[None, :] - (f[:, 4:5] - 16), 0, _CANVAS - 1)
-            cols = np.clip(sample[None, :] - (f[:, 3:4] - 16), 0, _CANVAS - 1)
-            fine = templates[template[:, None, None], rows[:, :, None], cols[:, None, :]]
-            out[start : start + _CHUNK] = count_covered(fine, per_pixel)
+            out[start : start + _CHUNK] = (self._count_aligned(f, per_pixel) if aligned
+                                           else count_covered(self._sample_canvas(f, sample), per_pixel))
         return out, per_pixel * per_pixel
+
+    def _sample_canvas(self, f: np.ndarray, sample: np.ndarray) -> np.ndarray:
+        """The shifted templates under every sample point, ``(n, len(sample), len(sample))`` bool."""
+        # Whole-pixel shifts keep every pixel-centre test exact; sprites never reach the border.
+        rows = np.clip(sample[None, :] - (f[:, 4:5] - 16), 0, _CANVAS - 1)
+        cols = np.clip(sample[None, :] - (f[:, 3:4] - 16), 0, _CANVAS - 1)
+        return self._templates()[_template_index(f)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+    def _count_aligned(self, f: np.ndarray, per_pixel: int) -> np.ndarray:
+        """:meth:`_sample_canvas` + :func:`count_covered` in one lookup a pixel instead of k²: shifting
+        the sprite by d canvas pixels moves the template's k×k block sums, taken at offset
+        k⌈d/k⌉ − d, by ⌈d/k⌉ blocks."""
+        blocks = self._block_sums(per_pixel)  # clipped lookups land on empty edge blocks, as on the canvas
+        side = blocks.shape[-1]
+        shift_y, shift_x = f[:, 4] - 16, f[:, 3] - 16
+        blocks_y, blocks_x = -(-shift_y // per_pixel), -(-shift_x // per_pixel)
+        rows = np.clip(np.arange(side)[None, :] - blocks_y[:, None], 0, side - 1)
+        cols = np.clip(np.arange(side)[None, :] - blocks_x[:, None], 0, side - 1)
+        offset_y, offset_x = blocks_y * per_pixel - shift_y, blocks_x * per_pixel - shift_x
+        which = (_template_index(f) * per_pixel + offset_y) * per_pixel + offset_x
+        return blocks[which[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+    def _block_sums(self, per_pixel: int) -> np.ndarray:
+        """uint8 ``(720·k·k, 64/k, 64/k)``: each template's k×k block sums, the blocks starting at
+        every offset (0…k−1, 0…k−1), template-major."""
+        if per_pixel not in self._block_cache:
+            templates = self._templates()
+            padded = np.zeros((len(templates), _CANVAS + per_pixel, _CANVAS + per_pixel), dtype=bool)
+            padded[:, :_CANVAS, :_CANVAS] = templates
+            sums = [count_covered(padded[:, dy : dy + _CANVAS, dx : dx + _CANVAS], per_pixel)
+                    for dy in range(per_pixel) for dx in range(per_pixel)]
+            side = _CANVAS // per_pixel
+            self._block_cache[per_pixel] = np.stack(sums, axis=1).reshape(-1, side, side)
+        return self._block_cache[per_pixel]
 
     def _templates(self) -> np.ndarray:
         """Masks of every (shape, scale, orientation) centred on the canvas, ``(720, 64, 64)``."""
