@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import yaml
 
-from betavae.cliargs import int_at_least, positive_int
+from betavae.cliargs import int_at_least, positive_int, unit_float
 from betavae.config import ConfigError, load_config
 
 DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
@@ -131,16 +131,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from betavae.training import train, train_or_resume
+    from betavae.starts import StartsPolicy, read_starts, train_with_starts
 
     config = load_config(DEMO_CONFIG, args.set)
-    done = "trained"
-    if args.overwrite:
-        paths = train(config, args.out, overwrite=True)
-    else:
-        paths, done = train_or_resume(config, args.out)
-        if done != "trained":
-            print(f"{paths.root}: {done} (--overwrite retrains)")
+    policy = StartsPolicy(args.starts, args.start_steps, args.min_purity)
+    paths, done = train_with_starts(config, args.out, policy, overwrite=args.overwrite)
+    if done != "trained":
+        print(f"{paths.root}: {done} (--overwrite retrains)")
+    record = read_starts(paths.root)
+    if record and record["starts"]:
+        tried = ", ".join(f"seed {e['seed']}: {e['purity']:.2f}" for e in record["starts"])
+        print(f"starts judged by traversal purity after {policy.steps} steps ({tried}); kept seed {record['chosen']}")
     _write_figures(paths.root)
     if not args.no_evaluate and (done == "trained" or not paths.eval_metrics.is_file()):
         from betavae.evaluation.run_eval import EvalOptions, evaluate_run
@@ -168,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="YAML config file (see configs/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set objective.beta=4 (repeatable); with --resume only "
-                   "train.lr, lr_decay, max_steps, epochs, precision, device, checkpoint_every, val_every, "
+                   "train.lr, lr_decay, lr_warmup_steps, max_steps, epochs, precision, device, checkpoint_every, val_every, "
                    "progress, compile, divergence_factor, factor_metrics_every and factor_metrics_points may change")
     p.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", type=Path, metavar="RUN",
@@ -238,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Trains the demo config (a β-TCVAE on 32×32 dSprites-like data, 6,000 steps: about 9 "
                             "minutes on 2 AVX2 CPU cores, less with native bf16 or a GPU), evaluates it in about a minute "
                             "(reconstruction, disentanglement metrics, factor-labelled traversals; no FID) and "
-                            "writes everything to OUT/index.html. Rerunning redraws a finished demo and resumes "
-                            "an interrupted one.")
+                            "writes everything to OUT/index.html. A seed whose traversals are mixed after "
+                            "--start-steps is replaced by the next (--starts; each costs those steps). Rerunning "
+                            "redraws a finished demo and resumes an interrupted one.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default runs/demo)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a demo config value")
     p.add_argument("--overwrite", action="store_true",
@@ -249,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-evaluate", action="store_true",
                    help="skip the evaluation (by default a newly trained demo is evaluated without FID, whose "
                    "Inception pass takes about half an hour on 2 CPU cores: run `betavae evaluate OUT` for it)")
+    p.add_argument("--starts", type=positive_int, default=3, metavar="K",
+                   help="try up to K seeds (train.seed, +1, ...): each trains --start-steps steps and is kept "
+                   "when its traversal purity (how cleanly each dimension changes one thing in the decoded "
+                   "images; no labels) reaches --min-purity, else the next is tried; when none does, the "
+                   "purest is retrained in full (default 3; 1 trains train.seed only)")
+    p.add_argument("--start-steps", type=positive_int, default=1000, metavar="N",
+                   help="steps of each start before it is judged (default 1000)")
+    p.add_argument("--min-purity", type=unit_float, default=0.85, metavar="P",
+                   help="traversal purity in [0, 1] that keeps a start (default 0.85)")
     p.set_defaults(func=_demo)
 
     from betavae.data.cli import add_parser as add_prepare_parser

@@ -19,3 +19,14 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)  # an integer ≥ 1
+
+
+def unit_float(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} must lie between 0 and 1")
+    return value

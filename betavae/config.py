@@ -101,6 +101,7 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(64, gt=1)
     lr: float = Field(5e-4, gt=0)
     lr_decay: float = Field(1.0, gt=0, le=1, description="ExponentialLR factor per epoch (study: 0.95)")
+    lr_warmup_steps: int = Field(0, ge=0, description="steps over which the learning rate rises linearly to lr (0: none)")
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(1265, ge=0)
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

@@ -23,6 +23,7 @@ def _summary_rows(paths: RunPaths) -> list[tuple[str, str]]:
     rows = [(key, str(info[key])) for key in INFO_KEYS if key in info]
     if "data" in info:
         rows.append(("data", f"{info['data'].get('name', '')} — {info['data'].get('train')} train / {info['data'].get('val')} val"))
+    rows += _starts_rows(paths, info)
     try:
         headline = read_headline(paths.root)
     except HeadlineError as exc:
@@ -30,6 +31,18 @@ def _summary_rows(paths: RunPaths) -> list[tuple[str, str]]:
     if headline is not None:
         rows += [(f"{SCORES[key].label} ({key})", SCORES[key].format(value)) for key, value in headline.computed().items()]
     return rows
+
+
+def _starts_rows(paths: RunPaths, info: dict) -> list[tuple[str, str]]:
+    """One row naming the starts this run was chosen from (``RUN/starts.json``), if any."""
+    from betavae.starts import read_starts
+
+    record = read_starts(paths.root)
+    if not record or not record["starts"] or record.get("chosen") != info.get("seed"):
+        return []
+    tried = "; ".join(f"seed {e.get('seed')}: {e.get('purity')}" for e in record["starts"])
+    return [("starts", f"kept seed {record['chosen']} of {len(record['starts'])} judged by traversal purity "
+             f"after {record.get('policy', {}).get('steps')} steps ({tried})")]
 
 
 def write_run_page(run_dir: str | Path) -> Path:

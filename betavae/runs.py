@@ -132,7 +132,7 @@ class RunPaths:
 # config.yaml and nothing outside this list, so it can never wipe a user's data by a typo.
 RUN_ENTRIES = frozenset({
     "config.yaml", "run.json", "metrics", "checkpoints", "figures", "index.html", "eval",
-    "latents.json", "samplers", "tensorboard", ".lock", "error.txt",
+    "latents.json", "samplers", "tensorboard", ".lock", "error.txt", "starts.json",
 })
 
 
@@ -179,12 +179,14 @@ def _run_contents(root: Path) -> list[Path]:
     return [entry for entry in root.iterdir() if entry.name not in kept] if root.is_dir() else []
 
 
-def create_run(root: str | Path, config: RunConfig, overwrite: bool = False) -> RunPaths:
+def create_run(root: str | Path, config: RunConfig, overwrite: bool = False,
+               keep: tuple[str, ...] = ()) -> RunPaths:
     """Makes a fresh run folder holding the resolved config; an existing run folder needs
-    ``overwrite``, any other non-empty folder is refused. The caller holds :func:`run_lock`."""
+    ``overwrite`` (its entries named in ``keep`` stay), any other non-empty folder is refused. The
+    caller holds :func:`run_lock`."""
     paths = RunPaths(Path(root))
     check_new_run_folder(paths.root, overwrite)
-    for entry in _run_contents(paths.root):
+    for entry in (e for e in _run_contents(paths.root) if e.name not in keep):
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     (paths.root / "metrics").mkdir(parents=True, exist_ok=True)
     (paths.root / "checkpoints").mkdir(exist_ok=True)

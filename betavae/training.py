@@ -56,8 +56,8 @@ from betavae.tracking import Trackers
 # Settings a user may change when resuming (`train --resume RUN --set KEY=VALUE`): they change how
 # the remaining steps run, not what the saved state means. Everything else is fixed by the run.
 RESUME_OVERRIDES = (
-    "train.lr", "train.lr_decay", "train.max_steps", "train.epochs", "train.precision", "train.device",
-    "train.checkpoint_every", "train.val_every", "train.progress", "train.compile",
+    "train.lr", "train.lr_decay", "train.lr_warmup_steps", "train.max_steps", "train.epochs", "train.precision",
+    "train.device", "train.checkpoint_every", "train.val_every", "train.progress", "train.compile",
     "train.divergence_factor", "train.factor_metrics_every", "train.factor_metrics_points",
 )
 # A loss more than `divergence_factor` times the median of the last LOSS_WINDOW losses is an explosion.
@@ -182,9 +182,12 @@ class Trainer:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def lr_at(self, epoch: int) -> float:
-        """ExponentialLR as a function of the epoch (stateless, so resume needs nothing)."""
-        return self.config.train.lr * self.config.train.lr_decay**epoch
+    def lr_at(self, step: int, epoch: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based): a linear warm-up over
+        ``lr_warmup_steps``, then ExponentialLR by epoch. Stateless, so resume needs nothing."""
+        train = self.config.train
+        warmup = min(1.0, (step + 1) / train.lr_warmup_steps) if train.lr_warmup_steps else 1.0
+        return train.lr * train.lr_decay**epoch * warmup
 
     def train_step(self, x: torch.Tensor, lr: float) -> ObjectiveResult:
         for group in self.optimizer.param_groups:
@@ -374,7 +377,7 @@ class Trainer:
         indices = self.workers.shard(self.epoch_order(epoch)[position * size : (position + 1) * size])
         started = time.perf_counter()
         x = self.batch(indices, step)
-        lr = self.lr_at(epoch)
+        lr = self.lr_at(step, epoch)
         result = self.train_step(x, lr)
         self.state.step += 1
         row = {"step": self.state.step, "epoch": epoch, "lr": lr, "loss": result.loss.item()}
@@ -420,10 +423,12 @@ RECOVERY_HINT = ("Continue from the last checkpoint with a lower learning rate, 
 
 
 def train(
-    config: RunConfig, run_dir: str | Path, overwrite: bool = False, data: ImageData | None = None
+    config: RunConfig, run_dir: str | Path, overwrite: bool = False, data: ImageData | None = None,
+    keep: tuple[str, ...] = (),
 ) -> RunPaths:
     """Trains a new run into ``run_dir``: it must be missing or empty, or (with ``overwrite``) a run
-    folder. Every setting is checked before the folder is made."""
+    folder, whose top-level entries named in ``keep`` survive. Every setting is checked before the
+    folder is made."""
     main = launched_rank() == 0
     paths = RunPaths(Path(run_dir))
     if main:
@@ -432,7 +437,7 @@ def train(
     if not main:
         return _fit(trainer)
     with run_lock(paths):
-        create_run(paths.root, config, overwrite=overwrite)
+        create_run(paths.root, config, overwrite=overwrite, keep=keep)
         _record_start(trainer)
         return _fit(trainer)
 
@@ -463,7 +468,7 @@ def resume(run_dir: str | Path, data: ImageData | None = None, overrides: list[s
         if paths.last.is_file():
             trainer.restore(paths.last)
             update_info(paths, status="running", device=str(trainer.device), precision=trainer.precision,
-                        precision_reason=trainer.precision_reason)
+                        precision_reason=trainer.precision_reason, total_steps=trainer.total_steps)
         else:  # died before its first checkpoint: start again, keeping nothing of that attempt
             trainer.truncate_logs()
             paths.best.unlink(missing_ok=True)

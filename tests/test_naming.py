@@ -25,6 +25,7 @@ from betavae.evaluation.naming import (
     name_model_dimensions,
     name_sweeps,
     stored_dimension_names,
+    traversal_purity,
 )
 from betavae.latents import LatentRanking
 
@@ -152,6 +153,24 @@ def test_a_decoder_whose_dimensions_are_known():
     assert name_model_dimensions(Blob(), active=[3], base_codes=base_codes())[3]["name"] == NO_CHANGE
 
 
+class DiagonalBlob(Blob):
+    """z0 moves the disc right and down together, z1 scales it."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.stack([ellipse(cx=16 + 3.0 * float(c[0]), cy=16 + 3.0 * float(c[0]), a=6 + 1.2 * float(c[1]),
+                                    b=6 + 1.2 * float(c[1])) for c in z])
+
+
+def test_traversal_purity_of_decoders_whose_dimensions_are_known():
+    clean = name_model_dimensions(Blob(), active=[0, 1, 2], base_codes=base_codes())
+    assert traversal_purity(clean, [1.0, 1.0, 1.0, 0.0]) > 0.95
+    diagonal = name_model_dimensions(DiagonalBlob(), active=[0, 1], base_codes=base_codes())
+    assert traversal_purity(diagonal, [1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.5, abs=0.03)  # x and y alike
+    assert traversal_purity(diagonal, [0.0, 1.0, 0.0, 0.0]) > 0.95  # the scaling dimension alone
+    assert traversal_purity(diagonal, [1.0, 1.0, 0.0, 0.0]) == pytest.approx(0.75, abs=0.03)
+
+
 def test_a_mixed_sweep_and_a_reversed_one():
     values = np.linspace(-2, 2, 9)
     reversed_move = torch.stack([torch.stack([ellipse(cx=16 - 3 * v) for v in values])])
@@ -171,6 +190,7 @@ def test_names_are_stored_per_checkpoint(tmp_path):
     first = stored_dimension_names(blob, ranking)
     stored = json.loads((tmp_path / "eval" / "dimension_names.json").read_text())
     assert stored == json.loads(json.dumps(first)) and stored["checkpoint_sha256"] == "abc"
+    assert stored["traversal_purity"] > 0.95  # three clean dimensions, the fourth inactive
     calls = blob.calls
     assert stored_dimension_names(blob, ranking)["dimensions"] == stored["dimensions"] and blob.calls == calls
     assert name_labels(stored) == {0: f"moves right ({stored['dimensions'][0]['strength']:.2f})",

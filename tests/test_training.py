@@ -152,6 +152,16 @@ def test_train_log_has_a_row_per_step_with_throughput(tiny_run):
     assert all(float(r["images_per_s"]) > 0 for r in rows)
 
 
+def test_learning_rate_warms_up_linearly_then_decays_by_epoch(tmp_path, monkeypatch):
+    config = tiny_config(train={"max_steps": 14, "lr": 0.003, "lr_warmup_steps": 6, "lr_decay": 0.5})
+    reference = train(config, tmp_path / "straight").root
+    lrs = [row["lr"] for row in read_csv(RunPaths(reference).train_log)]  # 12 steps per epoch
+    assert lrs == pytest.approx([0.0005, 0.001, 0.0015, 0.002, 0.0025] + [0.003] * 7 + [0.0015] * 2)
+    train_until_crash(config, tmp_path / "crashed", 5, monkeypatch)  # after the step-4 checkpoint, still warming up
+    resume(tmp_path / "crashed")
+    assert train_losses(tmp_path / "crashed") == train_losses(reference)
+
+
 def test_tensorboard_gets_train_and_val_scalars_when_asked_for(tmp_path, monkeypatch):
     written = []
 

@@ -224,6 +224,20 @@ def name_model_dimensions(trained, active: Sequence[int], base_codes: torch.Tens
     return entries
 
 
+def traversal_purity(entries: Sequence[dict], kl: Sequence[float]) -> float:
+    """How cleanly the swept dimensions act, from :func:`name_model_dimensions`'s ``entries``: per
+    swept dimension, the share of its largest effect in the sum of its squared effects (1 when it
+    changes one statistic, 1/10 when all alike), averaged with weights ``kl[dim]`` (so nearly closed
+    dimensions count little). No labels are used; 0 when no dimension was swept."""
+    shares, weights = [], []
+    for entry in entries:
+        if "effects" in entry:
+            squared = np.square(list(entry["effects"].values()))
+            shares.append(float(squared.max() / max(squared.sum(), _EPS)))
+            weights.append(float(kl[entry["dim"]]))
+    return float(np.average(shares, weights=weights)) if shares and sum(weights) > 0 else 0.0
+
+
 def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     """The names of ``trained``'s dimensions (:func:`name_model_dimensions` on the ranking's active
     dimensions) from ``RUN/eval/dimension_names.json`` when stored for this checkpoint, else computed
@@ -233,7 +247,7 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     try:
         stored = json.loads(path.read_text())
         if (stored.get("checkpoint_sha256") == digest != UNKNOWN and stored.get("active") == ranking.active
-                and stored.get("version") == RULE_VERSION):
+                and stored.get("version") == RULE_VERSION and "traversal_purity" in stored):
             return stored
     except (OSError, ValueError, AttributeError):
         pass
@@ -246,6 +260,7 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
         "active": list(ranking.active), "checkpoint_sha256": digest,
         "dimensions": name_model_dimensions(trained, ranking.active),
     }
+    result["traversal_purity"] = round(traversal_purity(result["dimensions"], ranking.kl_per_dim), 4)
     try:
         write_json(path, result)
     except OSError:

@@ -1,0 +1,144 @@
+"""Several short starts, one long run: restart a run whose first steps learned mixed dimensions.
+
+Which of a few seeds gives a disentangled model is largely luck (Locatello et al. 2019), and on
+the built-in sprites it shows early: after 1,000 steps of the demo's recipe, the runs that end
+clean already have dimensions that each move one thing in the decoded images, and the weak ones
+have dimensions that move the shape diagonally or change its size and position together. So
+:func:`train_with_starts` trains ``train.seed``, ``seed + 1``, … for ``steps`` steps each, judges
+each start by its :func:`~betavae.evaluation.naming.traversal_purity` (no labels), and continues the
+first that reaches ``min_purity`` to the config's full ``max_steps``; when none does, the purest
+one is retrained to the full budget.
+
+Everything happens in the one run folder: a start is a normal run with ``train.max_steps`` set
+to ``steps``; a rejected start is replaced by the next; the chosen one is resumed with
+``train.max_steps`` raised (``run.json`` lists that override). The judgements go to
+``RUN/starts.json`` (kept when a start replaces another), so an interrupted demo resumes where it
+stopped without training a start twice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from betavae.config import RunConfig
+from betavae.fileio import write_json
+from betavae.runs import RunPaths, is_run_folder, read_config, read_info, update_info
+from betavae.training import resume, train
+
+STARTS_FILE = "starts.json"
+
+
+@dataclass(frozen=True)
+class StartsPolicy:
+    """How many starts to try (1: just train), how long each is, and the purity that keeps one."""
+
+    starts: int = 3
+    steps: int = 1000
+    min_purity: float = 0.85
+
+    def check(self) -> None:
+        """Raises ValueError for a policy that makes no sense."""
+        if self.starts < 1 or self.steps < 1:
+            raise ValueError(f"starts ({self.starts}) and start steps ({self.steps}) must be at least 1")
+        if not 0 <= self.min_purity <= 1:
+            raise ValueError(f"min purity {self.min_purity} must be between 0 and 1")
+
+
+def judge_start(run_dir: Path) -> dict:
+    """The seed, step, traversal purity and dimension names of the run in ``run_dir``."""
+    from betavae.evaluation.naming import name_model_dimensions, traversal_purity
+    from betavae.inference import load
+    from betavae.latents import latent_ranking
+
+    trained = load(run_dir, checkpoint="last")
+    ranking = latent_ranking(trained)
+    with torch.no_grad():
+        entries = name_model_dimensions(trained, ranking.active)
+    return {"seed": trained.config.train.seed, "step": read_info(RunPaths(run_dir)).get("step"),
+            "purity": round(traversal_purity(entries, ranking.kl_per_dim), 4),
+            "dimensions": [f"{e['dim']}: {e['name']}" for e in entries if e["dim"] in ranking.active]}
+
+
+def read_starts(root: str | Path) -> dict | None:
+    """``RUN/starts.json`` when a run was chosen among starts, else None."""
+    try:
+        record = json.loads((Path(root) / STARTS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("starts"), list) else None
+
+
+def _with(config: RunConfig, seed: int, max_steps: int | None) -> RunConfig:
+    train_settings = config.train.model_copy(update={"seed": seed, "max_steps": max_steps})
+    return config.model_copy(update={"train": train_settings})
+
+
+def train_with_starts(config: RunConfig, run_dir: str | Path, policy: StartsPolicy,
+                      overwrite: bool = False) -> tuple[RunPaths, str]:
+    """Trains ``config`` into ``run_dir`` by :class:`StartsPolicy` (module docstring), resuming
+    whatever an interrupted call left. Returns the run's paths and ``"trained"`` or
+    ``"finished earlier"``."""
+    policy.check()
+    paths = RunPaths(Path(run_dir))
+    base, full = config.train.seed, config.train.max_steps
+    if full is None or policy.steps >= full:  # a start as long as the run: just train it
+        policy = replace(policy, starts=1)
+    if (overwrite or not paths.config.is_file()) and is_run_folder(paths.root):
+        (paths.root / STARTS_FILE).unlink(missing_ok=True)
+    elif read_info(paths).get("status") == "finished" and not _is_start(paths, policy):
+        return paths, "finished earlier"
+    record = read_starts(paths.root) or {"policy": asdict(policy), "starts": [], "chosen": None}
+    if policy.starts == 1:
+        record["chosen"] = base
+    fresh = overwrite or not paths.config.is_file()
+    while True:
+        status = None if fresh else read_info(paths).get("status")
+        if status in ("running", "interrupted"):
+            resume(paths.root)
+        elif status != "finished":  # nothing there yet, or a run that died: begin the next start anew
+            seed = record["chosen"] if record["chosen"] is not None else base + len(record["starts"])
+            steps = full if record["chosen"] is not None else policy.steps
+            train(_with(config, seed, steps), paths.root, overwrite=paths.config.is_file(), keep=(STARTS_FILE,))
+        elif not _is_start(paths, policy):
+            if record["starts"]:
+                write_json(paths.root / STARTS_FILE, record)
+            return paths, "trained"
+        else:
+            _decide(paths, record, policy, full)
+        fresh = False
+
+
+def _is_start(paths: RunPaths, policy: StartsPolicy) -> bool:
+    """Whether the run in ``paths`` is a start (trained for ``policy.steps``), not the final run."""
+    return policy.starts > 1 and read_config(paths.root).train.max_steps == policy.steps
+
+
+def _decide(paths: RunPaths, record: dict, policy: StartsPolicy, full: int) -> None:
+    """Judges the finished start in ``paths`` and either continues it or clears the way for the next."""
+    seed = read_config(paths.root).train.seed
+    judged = {entry["seed"]: entry for entry in record["starts"]}
+    if seed not in judged:
+        record["starts"].append(judge_start(paths.root))
+        write_json(paths.root / STARTS_FILE, record)
+    entry = next(e for e in record["starts"] if e["seed"] == seed)
+    if entry["purity"] >= policy.min_purity:
+        record["chosen"] = seed
+        write_json(paths.root / STARTS_FILE, record)
+        resume(paths.root, overrides=[f"train.max_steps={full}"])
+    elif len(record["starts"]) >= policy.starts:
+        record["chosen"] = max(record["starts"], key=lambda e: e["purity"])["seed"]
+        write_json(paths.root / STARTS_FILE, record)
+        if record["chosen"] == seed:
+            resume(paths.root, overrides=[f"train.max_steps={full}"])
+        else:
+            _restart(paths)
+    else:
+        _restart(paths)
+
+
+def _restart(paths: RunPaths) -> None:
+    """Marks the finished start as set aside, so the loop trains the next one over it."""
+    update_info(paths, status="set aside")

@@ -1,0 +1,149 @@
+"""Several short starts, one long run (betavae.starts): the choice, the folder, interruptions."""
+import json
+import shutil
+
+import pytest
+
+import betavae.starts as starts
+from betavae.evaluation.naming import STATISTICS, traversal_purity
+from betavae.runs import RunExistsError, RunPaths, read_config, read_csv, read_info
+from betavae.starts import StartsPolicy, judge_start, read_starts, train_with_starts
+from betavae.training import Trainer, train
+
+from conftest import tiny_config
+
+FULL = 8
+
+
+def effects(**values) -> dict:
+    return {name: values.get(name, 0.0) for name in STATISTICS}
+
+
+def test_purity_is_the_kl_weighted_share_of_each_dimensions_largest_effect():
+    clean = {"dim": 0, "effects": effects(x=0.8)}
+    mixed = {"dim": 2, "effects": effects(x=0.5, y=0.5)}
+    inactive = {"dim": 1, "name": "inactive"}
+    assert traversal_purity([clean, inactive], [2.0, 0.0, 0.0]) == pytest.approx(1.0)
+    assert traversal_purity([mixed], [0, 0, 1.0]) == pytest.approx(0.5)
+    assert traversal_purity([clean, mixed], [3.0, 0.0, 1.0]) == pytest.approx((3 * 1.0 + 1 * 0.5) / 4)
+    assert traversal_purity([inactive], [0.0, 0.0, 0.0]) == 0.0
+
+
+def fake_judge(monkeypatch, purity_by_seed: dict[int, float]) -> list[int]:
+    """Replaces the judgement by fixed purities per seed; returns the seeds judged, in order."""
+    judged = []
+
+    def judge(run_dir):
+        seed = read_config(run_dir).train.seed
+        judged.append(seed)
+        return {"seed": seed, "step": read_info(RunPaths(run_dir))["step"], "purity": purity_by_seed[seed],
+                "dimensions": []}
+
+    monkeypatch.setattr(starts, "judge_start", judge)
+    return judged
+
+
+def config():
+    return tiny_config(train={"max_steps": FULL, "checkpoint_every": 2, "val_every": 4})
+
+
+def steps_logged(root) -> list[int]:
+    return [row["step"] for row in read_csv(RunPaths(root).train_log)]
+
+
+def test_a_start_below_the_purity_is_replaced_by_the_next_seed_which_is_continued(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    paths, done = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_purity=0.75))
+    assert done == "trained" and judged == [1265, 1266]
+    run = read_config(paths.root).train
+    assert (run.seed, run.max_steps) == (1266, FULL)
+    assert steps_logged(paths.root) == list(range(1, FULL + 1))  # the start's 4 steps, continued once
+    info = read_info(paths)
+    assert info["status"] == "finished" and info["total_steps"] == FULL and "train.max_steps" in json.dumps(info)
+    record = read_starts(paths.root)
+    assert [e["seed"] for e in record["starts"]] == [1265, 1266] and record["chosen"] == 1266
+    # the kept start continued is the same model as the seed trained straight through
+    straight = train(tiny_config(train={"max_steps": FULL, "checkpoint_every": 2, "val_every": 4, "seed": 1266}),
+                     tmp_path / "straight")
+    assert read_csv(paths.train_log)[-1]["loss"] == read_csv(straight.train_log)[-1]["loss"]
+    assert train_with_starts(config(), paths.root, StartsPolicy(3, 4, 0.75)) == (paths, "finished earlier")
+
+
+def test_when_no_start_is_pure_enough_the_purest_is_retrained_in_full(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.6, 1267: 0.5})
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_purity=0.75))
+    assert judged == [1265, 1266, 1267]
+    assert read_config(paths.root).train.seed == 1266 and read_starts(paths.root)["chosen"] == 1266
+    assert steps_logged(paths.root) == list(range(1, FULL + 1))
+
+
+def test_an_interrupted_second_start_resumes_without_judging_the_first_again(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    original = Trainer.train_step
+
+    def crash(trainer, x, lr):
+        if trainer.config.train.seed == 1266 and trainer.state.step == 3:
+            raise KeyboardInterrupt
+        return original(trainer, x, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
+    assert read_starts(tmp_path / "run")["starts"][0]["seed"] == 1265  # kept over the second start
+    monkeypatch.setattr(Trainer, "train_step", original)
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
+    assert judged == [1265, 1266] and read_config(paths.root).train.seed == 1266
+    assert steps_logged(paths.root) == list(range(1, FULL + 1))
+
+
+def test_one_start_trains_the_seed_straight_and_writes_no_record(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {})
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=1))
+    assert judged == [] and read_starts(paths.root) is None and read_config(paths.root).train.max_steps == FULL
+
+
+def test_overwrite_forgets_the_earlier_starts(tmp_path, monkeypatch):
+    fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=2, steps=4))
+    judged = fake_judge(monkeypatch, {1265: 0.9})
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=2, steps=4), overwrite=True)
+    assert judged == [1265] and [e["seed"] for e in read_starts(paths.root)["starts"]] == [1265]
+
+
+@pytest.mark.parametrize("policy,message", [(StartsPolicy(starts=0), "at least 1"),
+                                            (StartsPolicy(min_purity=1.5), "between 0 and 1")])
+def test_a_policy_that_makes_no_sense_is_refused_before_training(tmp_path, policy, message):
+    with pytest.raises(ValueError, match=message):
+        train_with_starts(config(), tmp_path / "run", policy)
+    assert not (tmp_path / "run").exists()
+
+
+def test_starts_as_long_as_the_run_train_it_straight(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {})
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=FULL))
+    assert judged == [] and read_starts(paths.root) is None and steps_logged(paths.root) == list(range(1, FULL + 1))
+
+
+def test_a_users_own_starts_file_in_a_folder_that_is_not_a_run_is_left_alone(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "starts.json").write_text("my race results")
+    with pytest.raises(RunExistsError):
+        train_with_starts(config(), folder, StartsPolicy(starts=2, steps=4), overwrite=True)
+    assert (folder / "starts.json").read_text() == "my race results"
+
+
+def test_a_real_judgement_names_the_active_dimensions_and_scores_them(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "run")  # judging caches the KL ranking in the run folder
+    verdict = judge_start(tmp_path / "run")
+    assert verdict["seed"] == 1265 and verdict["step"] == 8
+    assert 0.0 <= verdict["purity"] <= 1.0 and all(": " in d for d in verdict["dimensions"])
+
+
+def test_the_run_page_names_the_starts_the_run_was_chosen_from(tmp_path, monkeypatch):
+    from betavae.run_page import write_run_page
+
+    fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=2, steps=4))
+    page = write_run_page(paths.root).read_text()
+    assert "kept seed 1266 of 2 judged by traversal purity after 4 steps (seed 1265: 0.3; seed 1266: 0.9)" in page
