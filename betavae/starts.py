@@ -13,7 +13,7 @@ Everything happens in the one run folder: a start is a normal run with ``train.m
 to ``steps``; a rejected start is replaced by the next; the chosen one is resumed with
 ``train.max_steps`` raised (``run.json`` lists that override). The judgements go to
 ``RUN/starts.json`` (kept when a start replaces another), so an interrupted demo resumes where it
-stopped without training a start twice.
+stopped, with the settings it began with, without training or judging a start twice.
 """
 from __future__ import annotations
 
@@ -63,12 +63,17 @@ def judge_start(run_dir: Path) -> dict:
 
 
 def read_starts(root: str | Path) -> dict | None:
-    """``RUN/starts.json`` when a run was chosen among starts, else None."""
+    """``RUN/starts.json`` when a run was chosen among starts (or is being), else None (also when
+    the file is not such a record)."""
     try:
         record = json.loads((Path(root) / STARTS_FILE).read_text())
-    except (OSError, ValueError):
+        StartsPolicy(**record["policy"]).check()
+        valid = (isinstance(record["base_seed"], int) and isinstance(record["max_steps"], int)
+                 and all(isinstance(e["seed"], int) and isinstance(e["purity"], (int, float)) for e in record["starts"])
+                 and record["chosen"] in (None, *(e["seed"] for e in record["starts"]), record["base_seed"]))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("starts"), list) else None
+    return record if valid else None
 
 
 def _with(config: RunConfig, seed: int, max_steps: int | None) -> RunConfig:
@@ -83,17 +88,22 @@ def train_with_starts(config: RunConfig, run_dir: str | Path, policy: StartsPoli
     ``"finished earlier"``."""
     policy.check()
     paths = RunPaths(Path(run_dir))
-    base, full = config.train.seed, config.train.max_steps
-    if full is None or policy.steps >= full:  # a start as long as the run: just train it
-        policy = replace(policy, starts=1)
-    if (overwrite or not paths.config.is_file()) and is_run_folder(paths.root):
-        (paths.root / STARTS_FILE).unlink(missing_ok=True)
-    elif read_info(paths).get("status") == "finished" and not _is_start(paths, policy):
-        return paths, "finished earlier"
-    record = read_starts(paths.root) or {"policy": asdict(policy), "starts": [], "chosen": None}
-    if policy.starts == 1:
-        record["chosen"] = base
     fresh = overwrite or not paths.config.is_file()
+    if fresh and is_run_folder(paths.root):
+        (paths.root / STARTS_FILE).unlink(missing_ok=True)
+    record = None if fresh else read_starts(paths.root)
+    if record is None:
+        full = config.train.max_steps
+        if full is None or policy.steps >= full:  # a start as long as the run: just train it
+            policy = replace(policy, starts=1)
+        record = {"policy": asdict(policy), "base_seed": config.train.seed, "max_steps": full, "starts": [],
+                  "chosen": config.train.seed if policy.starts == 1 else None}
+    else:  # an interrupted call left a record: go on as it began, whatever the arguments now
+        policy = StartsPolicy(**record["policy"])
+    if not fresh and read_info(paths).get("status") == "finished" and not _is_start(paths, policy):
+        return paths, "finished earlier"
+    base, full = record["base_seed"], record["max_steps"]
+    settings = config if fresh else read_config(paths.root)  # later starts train as the first did
     while True:
         status = None if fresh else read_info(paths).get("status")
         if status in ("running", "interrupted"):
@@ -101,7 +111,7 @@ def train_with_starts(config: RunConfig, run_dir: str | Path, policy: StartsPoli
         elif status != "finished":  # nothing there yet, or a run that died: begin the next start anew
             seed = record["chosen"] if record["chosen"] is not None else base + len(record["starts"])
             steps = full if record["chosen"] is not None else policy.steps
-            train(_with(config, seed, steps), paths.root, overwrite=paths.config.is_file(), keep=(STARTS_FILE,))
+            train(_with(settings, seed, steps), paths.root, overwrite=paths.config.is_file(), keep=(STARTS_FILE,))
         elif not _is_start(paths, policy):
             if record["starts"]:
                 write_json(paths.root / STARTS_FILE, record)

@@ -147,3 +147,30 @@ def test_the_run_page_names_the_starts_the_run_was_chosen_from(tmp_path, monkeyp
     paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=2, steps=4))
     page = write_run_page(paths.root).read_text()
     assert "kept seed 1266 of 2 judged by traversal purity after 4 steps (seed 1265: 0.3; seed 1266: 0.9)" in page
+
+
+def test_a_rerun_goes_on_with_the_settings_the_interrupted_call_began_with(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    original = Trainer.train_step
+
+    def crash(trainer, x, lr):
+        if trainer.config.train.seed == 1266 and trainer.state.step == 1:
+            raise KeyboardInterrupt
+        return original(trainer, x, lr)
+
+    monkeypatch.setattr(Trainer, "train_step", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    other = tiny_config(objective={"name": "beta", "beta": 7.0}, train={"max_steps": 20, "seed": 5})
+    paths, _ = train_with_starts(other, tmp_path / "run", StartsPolicy(starts=2, steps=2, min_purity=1.0))
+    run = read_config(paths.root)
+    assert judged == [1265, 1266] and (run.train.seed, run.train.max_steps, run.objective.beta) == (1266, FULL, 1.0)
+    assert read_starts(paths.root)["policy"] == {"starts": 3, "steps": 4, "min_purity": 0.85}
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", '{"starts": []}', '{"policy": {"starts": 0, "steps": 1, '
+                                  '"min_purity": 0.5}, "base_seed": 1, "max_steps": 8, "starts": [], "chosen": null}'])
+def test_a_starts_file_that_is_not_a_record_reads_as_none(tmp_path, text):
+    (tmp_path / "starts.json").write_text(text)
+    assert read_starts(tmp_path) is None
