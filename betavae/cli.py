@@ -141,7 +141,8 @@ def _demo(args: argparse.Namespace) -> int:
     record = read_starts(paths.root)
     if record and record["starts"]:
         tried = ", ".join(f"seed {e['seed']}: {e['purity']:.2f}" for e in record["starts"])
-        print(f"starts judged by traversal purity after {policy.steps} steps ({tried}); kept seed {record['chosen']}")
+        print(f"starts judged by traversal purity after {record['policy']['steps']} steps ({tried}); "
+              f"kept seed {record['chosen']}")
     _write_figures(paths.root)
     if not args.no_evaluate and (done == "trained" or not paths.eval_metrics.is_file()):
         from betavae.evaluation.run_eval import EvalOptions, evaluate_run

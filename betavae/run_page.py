@@ -40,9 +40,9 @@ def _starts_rows(paths: RunPaths, info: dict) -> list[tuple[str, str]]:
     record = read_starts(paths.root)
     if not record or not record["starts"] or record.get("chosen") != info.get("seed"):
         return []
-    tried = "; ".join(f"seed {e.get('seed')}: {e.get('purity')}" for e in record["starts"])
+    tried = "; ".join(f"seed {e['seed']}: {e['purity']}" for e in record["starts"])
     return [("starts", f"kept seed {record['chosen']} of {len(record['starts'])} judged by traversal purity "
-             f"after {record.get('policy', {}).get('steps')} steps ({tried})")]
+             f"after {record['policy']['steps']} steps ({tried})")]
 
 
 def write_run_page(run_dir: str | Path) -> Path:

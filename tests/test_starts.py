@@ -77,20 +77,26 @@ def test_when_no_start_is_pure_enough_the_purest_is_retrained_in_full(tmp_path, 
     assert steps_logged(paths.root) == list(range(1, FULL + 1))
 
 
-def test_an_interrupted_second_start_resumes_without_judging_the_first_again(tmp_path, monkeypatch):
-    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+def interrupt_starts(run_dir, monkeypatch, seed: int, step: int) -> None:
+    """Runs the default-like starts (3 of 4 steps) into ``run_dir`` until the start of ``seed``
+    reaches ``step``, where a Ctrl-C stops it."""
     original = Trainer.train_step
 
-    def crash(trainer, x, lr):
-        if trainer.config.train.seed == 1266 and trainer.state.step == 3:
+    def interrupt(trainer, x, lr):
+        if trainer.config.train.seed == seed and trainer.state.step == step:
             raise KeyboardInterrupt
         return original(trainer, x, lr)
 
-    monkeypatch.setattr(Trainer, "train_step", crash)
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
-    assert read_starts(tmp_path / "run")["starts"][0]["seed"] == 1265  # kept over the second start
+        train_with_starts(config(), run_dir, StartsPolicy(starts=3, steps=4))
     monkeypatch.setattr(Trainer, "train_step", original)
+
+
+def test_an_interrupted_second_start_resumes_without_judging_the_first_again(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
+    assert read_starts(tmp_path / "run")["starts"][0]["seed"] == 1265  # kept over the second start
     paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
     assert judged == [1265, 1266] and read_config(paths.root).train.seed == 1266
     assert steps_logged(paths.root) == list(range(1, FULL + 1))
@@ -151,17 +157,7 @@ def test_the_run_page_names_the_starts_the_run_was_chosen_from(tmp_path, monkeyp
 
 def test_a_rerun_goes_on_with_the_settings_the_interrupted_call_began_with(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
-    original = Trainer.train_step
-
-    def crash(trainer, x, lr):
-        if trainer.config.train.seed == 1266 and trainer.state.step == 1:
-            raise KeyboardInterrupt
-        return original(trainer, x, lr)
-
-    monkeypatch.setattr(Trainer, "train_step", crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
-    monkeypatch.setattr(Trainer, "train_step", original)
+    interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=1)
     other = tiny_config(objective={"name": "beta", "beta": 7.0}, train={"max_steps": 20, "seed": 5})
     paths, _ = train_with_starts(other, tmp_path / "run", StartsPolicy(starts=2, steps=2, min_purity=1.0))
     run = read_config(paths.root)
