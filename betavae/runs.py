@@ -120,6 +120,11 @@ class RunPaths:
         return self.eval / "dimension_names.json"
 
     @property
+    def starts(self) -> Path:
+        """The short starts this run was chosen from, and their judgements (:mod:`betavae.starts`)."""
+        return self.root / "starts.json"
+
+    @property
     def index(self) -> Path:
         return self.root / "index.html"
 
@@ -149,16 +154,17 @@ def _is_temporary(entry: Path) -> bool:
     return entry.name.startswith(".") and entry.name.endswith(".tmp")
 
 
-def check_new_run_folder(root: str | Path, overwrite: bool = False) -> None:
+def check_new_run_folder(root: str | Path, overwrite: bool = False, keep: tuple[str, ...] = ()) -> None:
     """Raises :class:`RunExistsError` unless ``root`` may become a new run folder.
 
-    An empty or missing folder may; an existing run folder only with ``overwrite``; any other
-    non-empty folder never (``--overwrite`` only ever replaces a betavae run folder).
+    An empty or missing folder may (one holding only the entries named in ``keep`` counts as
+    empty); an existing run folder only with ``overwrite``; any other non-empty folder never
+    (``--overwrite`` only ever replaces a betavae run folder).
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise RunExistsError(f"{root} exists and is not a folder; pick another folder with --out")
-    if not _run_contents(root):
+    if not _run_contents(root, keep):
         return
     if not is_run_folder(root):
         raise RunExistsError(
@@ -172,10 +178,10 @@ def check_new_run_folder(root: str | Path, overwrite: bool = False) -> None:
         )
 
 
-def _run_contents(root: Path) -> list[Path]:
-    """What a folder holds apart from the lock file and a study cell's error log (which a new run
-    keeps); nothing when it does not exist."""
-    kept = (".lock", "error.txt")
+def _run_contents(root: Path, keep: tuple[str, ...] = ()) -> list[Path]:
+    """What a folder holds apart from the lock file, a study cell's error log and the entries named
+    in ``keep`` (all of which a new run keeps); nothing when it does not exist."""
+    kept = (".lock", "error.txt", *keep)
     return [entry for entry in root.iterdir() if entry.name not in kept] if root.is_dir() else []
 
 
@@ -185,8 +191,8 @@ def create_run(root: str | Path, config: RunConfig, overwrite: bool = False,
     ``overwrite`` (its entries named in ``keep`` stay), any other non-empty folder is refused. The
     caller holds :func:`run_lock`."""
     paths = RunPaths(Path(root))
-    check_new_run_folder(paths.root, overwrite)
-    for entry in (e for e in _run_contents(paths.root) if e.name not in keep):
+    check_new_run_folder(paths.root, overwrite, keep)
+    for entry in _run_contents(paths.root, keep):
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     (paths.root / "metrics").mkdir(parents=True, exist_ok=True)
     (paths.root / "checkpoints").mkdir(exist_ok=True)

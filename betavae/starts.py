@@ -28,9 +28,6 @@ from betavae.fileio import write_json
 from betavae.runs import RunPaths, is_run_folder, read_config, read_info, update_info
 from betavae.training import resume, train
 
-STARTS_FILE = "starts.json"
-
-
 @dataclass(frozen=True)
 class StartsPolicy:
     """How many starts to try (1: just train), how long each is, and the purity that keeps one."""
@@ -66,7 +63,7 @@ def read_starts(root: str | Path) -> dict | None:
     """``RUN/starts.json`` when a run was chosen among starts (or is being), else None (also when
     the file is not such a record)."""
     try:
-        record = json.loads((Path(root) / STARTS_FILE).read_text())
+        record = json.loads(RunPaths(Path(root)).starts.read_text())
         StartsPolicy(**record["policy"]).check()
         valid = (isinstance(record["base_seed"], int) and isinstance(record["max_steps"], int)
                  and all(isinstance(e["seed"], int) and isinstance(e["purity"], (int, float)) for e in record["starts"])
@@ -88,18 +85,19 @@ def train_with_starts(config: RunConfig, run_dir: str | Path, policy: StartsPoli
     ``"finished earlier"``."""
     policy.check()
     paths = RunPaths(Path(run_dir))
-    fresh = overwrite or not paths.config.is_file()
-    if fresh and is_run_folder(paths.root):
-        (paths.root / STARTS_FILE).unlink(missing_ok=True)
-    record = None if fresh else read_starts(paths.root)
+    if overwrite and is_run_folder(paths.root):
+        paths.starts.unlink(missing_ok=True)
+    # a record left by an interrupted call (even one killed while a start replaced another)
+    record = None if overwrite else read_starts(paths.root)
     if record is None:
         full = config.train.max_steps
         if full is None or policy.steps >= full:  # a start as long as the run: just train it
             policy = replace(policy, starts=1)
         record = {"policy": asdict(policy), "base_seed": config.train.seed, "max_steps": full, "starts": [],
                   "chosen": config.train.seed if policy.starts == 1 else None}
-    else:  # an interrupted call left a record: go on as it began, whatever the arguments now
+    else:  # go on as the interrupted call began, whatever the arguments now
         policy = StartsPolicy(**record["policy"])
+    fresh = overwrite or not paths.config.is_file()
     if not fresh and read_info(paths).get("status") == "finished" and not _is_start(paths, policy):
         return paths, "finished earlier"
     base, full = record["base_seed"], record["max_steps"]
@@ -108,13 +106,12 @@ def train_with_starts(config: RunConfig, run_dir: str | Path, policy: StartsPoli
         status = None if fresh else read_info(paths).get("status")
         if status in ("running", "interrupted"):
             resume(paths.root)
-        elif status != "finished":  # nothing there yet, or a run that died: begin the next start anew
+        elif status != "finished":  # nothing there yet, a start set aside, or a run that died
             seed = record["chosen"] if record["chosen"] is not None else base + len(record["starts"])
             steps = full if record["chosen"] is not None else policy.steps
-            train(_with(settings, seed, steps), paths.root, overwrite=paths.config.is_file(), keep=(STARTS_FILE,))
+            keep = (paths.starts.name,) if read_starts(paths.root) is not None else ()  # ours, never a user's
+            train(_with(settings, seed, steps), paths.root, overwrite=paths.config.is_file(), keep=keep)
         elif not _is_start(paths, policy):
-            if record["starts"]:
-                write_json(paths.root / STARTS_FILE, record)
             return paths, "trained"
         else:
             _decide(paths, record, policy, full)
@@ -127,28 +124,21 @@ def _is_start(paths: RunPaths, policy: StartsPolicy) -> bool:
 
 
 def _decide(paths: RunPaths, record: dict, policy: StartsPolicy, full: int) -> None:
-    """Judges the finished start in ``paths`` and either continues it or clears the way for the next."""
+    """Judges the finished start in ``paths`` (once: the judgement is recorded) and either continues
+    it to ``full`` steps or sets it aside for the next start (or for the purest, when all failed)."""
     seed = read_config(paths.root).train.seed
-    judged = {entry["seed"]: entry for entry in record["starts"]}
-    if seed not in judged:
-        record["starts"].append(judge_start(paths.root))
-        write_json(paths.root / STARTS_FILE, record)
-    entry = next(e for e in record["starts"] if e["seed"] == seed)
+    entry = next((e for e in record["starts"] if e["seed"] == seed), None)
+    if entry is None:
+        entry = judge_start(paths.root)
+        record["starts"].append(entry)
+        write_json(paths.starts, record)
     if entry["purity"] >= policy.min_purity:
         record["chosen"] = seed
-        write_json(paths.root / STARTS_FILE, record)
-        resume(paths.root, overrides=[f"train.max_steps={full}"])
     elif len(record["starts"]) >= policy.starts:
         record["chosen"] = max(record["starts"], key=lambda e: e["purity"])["seed"]
-        write_json(paths.root / STARTS_FILE, record)
-        if record["chosen"] == seed:
-            resume(paths.root, overrides=[f"train.max_steps={full}"])
-        else:
-            _restart(paths)
+    if record["chosen"] is not None:
+        write_json(paths.starts, record)
+    if record["chosen"] == seed:
+        resume(paths.root, overrides=[f"train.max_steps={full}"])
     else:
-        _restart(paths)
-
-
-def _restart(paths: RunPaths) -> None:
-    """Marks the finished start as set aside, so the loop trains the next one over it."""
-    update_info(paths, status="set aside")
+        update_info(paths, status="set aside")  # the loop trains the next start (or the purest) over it

@@ -427,12 +427,12 @@ def train(
     keep: tuple[str, ...] = (),
 ) -> RunPaths:
     """Trains a new run into ``run_dir``: it must be missing or empty, or (with ``overwrite``) a run
-    folder, whose top-level entries named in ``keep`` survive. Every setting is checked before the
-    folder is made."""
+    folder; top-level entries named in ``keep`` survive and do not count as content. Every setting
+    is checked before the folder is made."""
     main = launched_rank() == 0
     paths = RunPaths(Path(run_dir))
     if main:
-        check_new_run_folder(paths.root, overwrite)
+        check_new_run_folder(paths.root, overwrite, keep)
     trainer = Trainer(config, paths, data)  # fails on any bad setting before a file is written
     if not main:
         return _fit(trainer)

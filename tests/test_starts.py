@@ -170,3 +170,14 @@ def test_a_rerun_goes_on_with_the_settings_the_interrupted_call_began_with(tmp_p
 def test_a_starts_file_that_is_not_a_record_reads_as_none(tmp_path, text):
     (tmp_path / "starts.json").write_text(text)
     assert read_starts(tmp_path) is None
+
+
+def test_a_kill_while_a_start_replaces_another_leaves_a_folder_the_rerun_continues(tmp_path, monkeypatch):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
+    for entry in (tmp_path / "run").iterdir():  # as if killed inside create_run: only the record is left
+        if entry.name != "starts.json":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
+    assert judged == [1265, 1266] and read_config(paths.root).train.seed == 1266
+    assert steps_logged(paths.root) == list(range(1, FULL + 1))

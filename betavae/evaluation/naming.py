@@ -65,7 +65,8 @@ DOMINANCE = 1.5
 MIN_EFFECT = 0.05
 FOREGROUND_CONTRAST = 0.25
 MIN_ELONGATION = 0.2
-RULE_VERSION = 2  # stored names of another version are recomputed (2: the asymmetry of the shape's mask)
+RULE_VERSION = 3  # stored names of another version are recomputed (2: the asymmetry of the shape's mask;
+# 3: the record holds the traversal purity)
 STATISTICS = ("x", "y", "area", "angle", "hue", "saturation", "value", "background", "background_hue",
               "asymmetry")
 SCALES = {"x": 0.5, "y": 0.5, "area": None, "angle": 90.0, "hue": 0.5, "saturation": 1.0, "value": 1.0,
@@ -247,7 +248,7 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     try:
         stored = json.loads(path.read_text())
         if (stored.get("checkpoint_sha256") == digest != UNKNOWN and stored.get("active") == ranking.active
-                and stored.get("version") == RULE_VERSION and "traversal_purity" in stored):
+                and stored.get("version") == RULE_VERSION):
             return stored
     except (OSError, ValueError, AttributeError):
         pass
