@@ -36,18 +36,40 @@ def _write_figures(root: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from betavae.distributed import launched_rank
+    from betavae.runs import read_config
+    from betavae.starts import StartsPolicy, choosing_start, describe_starts, read_starts, train_with_starts
     from betavae.training import resume, train
 
+    policy = StartsPolicy(args.starts, args.start_steps, args.min_purity)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (policy.starts > 1 or (args.resume and choosing_start(args.resume))):
+        raise ConfigError("--starts trains in one process, not under torchrun")
     if args.resume:
         if args.config or args.overwrite or args.out:
             raise ConfigError("--resume continues a run in its own folder with its saved config; "
                               "drop --config/--out/--overwrite (--set may change the settings resume allows)")
-        paths = resume(args.resume, overrides=args.set, allow_data_change=args.allow_data_change)
+        if choosing_start(args.resume):
+            if args.set or policy.starts > 1:
+                raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
+                                  "resume it without --set and --starts, then resume again to change settings")
+            policy = StartsPolicy(**read_starts(args.resume)["policy"])
+            paths, _ = train_with_starts(read_config(args.resume), args.resume, policy)
+        else:
+            paths = resume(args.resume, overrides=args.set, allow_data_change=args.allow_data_change)
     else:
         if args.allow_data_change:
             raise ConfigError("--allow-data-change goes with --resume")
         config = load_config(args.config, args.set)
-        paths = train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+        out = args.out or Path("runs") / config.name
+        if policy.starts > 1:
+            if config.train.max_steps is None:
+                raise ConfigError("--starts needs train.max_steps (starts and the full run are counted in steps)")
+            paths, done = train_with_starts(config, out, policy, overwrite=args.overwrite)
+            if done != "trained":
+                print(f"{paths.root}: {done} (--overwrite retrains)")
+        else:
+            paths = train(config, out, overwrite=args.overwrite)
+    if describe_starts(paths.root):
+        print(describe_starts(paths.root))
     if launched_rank() != 0:
         return 0  # under torchrun, rank 0 alone writes figures
     if not args.no_figures:
@@ -131,18 +153,15 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from betavae.starts import StartsPolicy, read_starts, train_with_starts
+    from betavae.starts import StartsPolicy, describe_starts, train_with_starts
 
     config = load_config(DEMO_CONFIG, args.set)
     policy = StartsPolicy(args.starts, args.start_steps, args.min_purity)
     paths, done = train_with_starts(config, args.out, policy, overwrite=args.overwrite)
     if done != "trained":
         print(f"{paths.root}: {done} (--overwrite retrains)")
-    record = read_starts(paths.root)
-    if record and record["starts"]:
-        tried = ", ".join(f"seed {e['seed']}: {e['purity']:.2f}" for e in record["starts"])
-        print(f"starts judged by traversal purity after {record['policy']['steps']} steps ({tried}); "
-              f"kept seed {record['chosen']}")
+    if describe_starts(paths.root):
+        print(describe_starts(paths.root))
     _write_figures(paths.root)
     if not args.no_evaluate and (done == "trained" or not paths.eval_metrics.is_file()):
         from betavae.evaluation.run_eval import EvalOptions, evaluate_run
@@ -151,6 +170,21 @@ def _demo(args: argparse.Namespace) -> int:
         evaluate_run(paths.root, EvalOptions(fid=False, disentanglement_points=args.points, dci_points=args.points))
     print(f"demo written: open {paths.index}")
     return 0
+
+
+def _starts_arguments(p: argparse.ArgumentParser, default_starts: int) -> None:
+    """--starts, --start-steps and --min-purity (betavae.starts), for train and demo."""
+    p.add_argument("--starts", type=positive_int, default=default_starts, metavar="K",
+                   help="try up to K seeds (train.seed, +1, ...): each trains --start-steps steps and is kept "
+                   "when its traversal purity (how cleanly each dimension changes one thing in the decoded "
+                   "images; no labels) reaches --min-purity, else the next is tried; when none does, the "
+                   "purest is retrained in full. The judgements go to OUT/starts.json; rerunning the same "
+                   f"command (or --resume) goes on where it stopped (default {default_starts}; "
+                   "1 trains train.seed only)")
+    p.add_argument("--start-steps", type=positive_int, default=1000, metavar="N",
+                   help="steps of each start before it is judged (default 1000)")
+    p.add_argument("--min-purity", type=unit_float, default=0.85, metavar="P",
+                   help="traversal purity in [0, 1] that keeps a start (default 0.85)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run folder (only ever a betavae run folder; other folders are refused)")
     p.add_argument("--no-figures", action="store_true", help="skip writing figures/ and index.html at the end")
+    _starts_arguments(p, default_starts=1)
     p.set_defaults(func=_train)
 
     p = commands.add_parser("sample", help="decode N samples from the prior (grid PNG or folder of PNGs)",
@@ -252,15 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-evaluate", action="store_true",
                    help="skip the evaluation (by default a newly trained demo is evaluated without FID, whose "
                    "Inception pass takes about half an hour on 2 CPU cores: run `betavae evaluate OUT` for it)")
-    p.add_argument("--starts", type=positive_int, default=3, metavar="K",
-                   help="try up to K seeds (train.seed, +1, ...): each trains --start-steps steps and is kept "
-                   "when its traversal purity (how cleanly each dimension changes one thing in the decoded "
-                   "images; no labels) reaches --min-purity, else the next is tried; when none does, the "
-                   "purest is retrained in full (default 3; 1 trains train.seed only)")
-    p.add_argument("--start-steps", type=positive_int, default=1000, metavar="N",
-                   help="steps of each start before it is judged (default 1000)")
-    p.add_argument("--min-purity", type=unit_float, default=0.85, metavar="P",
-                   help="traversal purity in [0, 1] that keeps a start (default 0.85)")
+    _starts_arguments(p, default_starts=3)
     p.set_defaults(func=_demo)
 
     from betavae.data.cli import add_parser as add_prepare_parser

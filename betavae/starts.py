@@ -73,6 +73,26 @@ def read_starts(root: str | Path) -> dict | None:
     return record if valid else None
 
 
+def choosing_start(root: str | Path) -> bool:
+    """Whether the run folder ``root`` is still choosing among starts: it holds a starts record and
+    the run in it is a start (or none yet), so only :func:`train_with_starts` may go on with it."""
+    record = read_starts(root)
+    if record is None:
+        return False
+    paths = RunPaths(Path(root))
+    return not paths.config.is_file() or _is_start(paths, StartsPolicy(**record["policy"]))
+
+
+def describe_starts(root: str | Path) -> str | None:
+    """One line on the starts a run was chosen from (None when it was not chosen among starts)."""
+    record = read_starts(root)
+    if not record or not record["starts"]:
+        return None
+    tried = ", ".join(f"seed {e['seed']}: {e['purity']:.2f}" for e in record["starts"])
+    return (f"starts judged by traversal purity after {record['policy']['steps']} steps ({tried}); "
+            f"kept seed {record['chosen']}")
+
+
 def _with(config: RunConfig, seed: int, max_steps: int | None) -> RunConfig:
     train_settings = config.train.model_copy(update={"seed": seed, "max_steps": max_steps})
     return config.model_copy(update={"train": train_settings})

@@ -3,8 +3,10 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 import betavae.starts as starts
+from betavae.cli import main
 from betavae.evaluation.naming import STATISTICS, traversal_purity
 from betavae.runs import RunExistsError, RunPaths, read_config, read_csv, read_info
 from betavae.starts import StartsPolicy, judge_start, read_starts, train_with_starts
@@ -181,3 +183,47 @@ def test_a_kill_while_a_start_replaces_another_leaves_a_folder_the_rerun_continu
     paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
     assert judged == [1265, 1266] and read_config(paths.root).train.seed == 1266
     assert steps_logged(paths.root) == list(range(1, FULL + 1))
+
+
+def config_file(tmp_path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config().to_dict()))
+    return str(path)
+
+
+def test_train_starts_chooses_a_seed_and_a_rerun_finds_it_finished(tmp_path, monkeypatch, capsys):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    command = ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "run"), "--no-figures",
+               "--starts", "3", "--start-steps", "4", "--min-purity", "0.75"]
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "(seed 1265: 0.30, seed 1266: 0.90); kept seed 1266" in out
+    assert judged == [1265, 1266] and read_config(tmp_path / "run").train.seed == 1266
+    assert main(command) == 0 and "finished earlier" in capsys.readouterr().out and judged == [1265, 1266]
+
+
+def test_train_resume_of_a_run_still_choosing_goes_on_choosing(tmp_path, monkeypatch, capsys):
+    judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
+    run = str(tmp_path / "run")
+    assert main(["train", "--resume", run, "--set", "train.lr=0.1"]) == 2
+    assert "still choosing among starts" in capsys.readouterr().err
+    assert main(["train", "--resume", run, "--no-figures"]) == 0
+    assert judged == [1265, 1266] and read_config(run).train.seed == 1266
+    assert steps_logged(tmp_path / "run") == list(range(1, FULL + 1))
+    assert read_info(RunPaths(tmp_path / "run"))["status"] == "finished"
+    # finished: --resume is a plain resume again, and --set applies
+    assert main(["train", "--resume", run, "--no-figures", "--set", f"train.max_steps={FULL + 2}"]) == 0
+    assert steps_logged(tmp_path / "run")[-1] == FULL + 2
+
+
+def test_train_starts_need_a_step_budget(tmp_path, capsys):
+    command = ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "run"), "--starts", "2"]
+    assert main([*command, "--set", "train.max_steps=null", "--set", "train.epochs=2"]) == 2
+    assert "--starts needs train.max_steps" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_train_starts_are_refused_under_torchrun(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "run"), "--starts", "2"]) == 2
+    assert "not under torchrun" in capsys.readouterr().err and not (tmp_path / "run").exists()
