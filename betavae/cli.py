@@ -40,7 +40,7 @@ def _train(args: argparse.Namespace) -> int:
     from betavae.starts import StartsPolicy, choosing_start, describe_starts, read_starts, train_with_starts
     from betavae.training import resume, train
 
-    policy = StartsPolicy(args.starts, args.start_steps, args.min_purity)
+    policy = StartsPolicy(args.starts, args.start_steps, args.min_separation)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (policy.starts > 1 or (args.resume and choosing_start(args.resume))):
         raise ConfigError("--starts trains in one process, not under torchrun")
     if args.resume:
@@ -156,7 +156,7 @@ def _demo(args: argparse.Namespace) -> int:
     from betavae.starts import StartsPolicy, describe_starts, train_with_starts
 
     config = load_config(DEMO_CONFIG, args.set)
-    policy = StartsPolicy(args.starts, args.start_steps, args.min_purity)
+    policy = StartsPolicy(args.starts, args.start_steps, args.min_separation)
     paths, done = train_with_starts(config, args.out, policy, overwrite=args.overwrite)
     if done != "trained":
         print(f"{paths.root}: {done} (--overwrite retrains)")
@@ -173,18 +173,22 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _starts_arguments(p: argparse.ArgumentParser, default_starts: int) -> None:
-    """--starts, --start-steps and --min-purity (betavae.starts), for train and demo."""
+    """--starts, --start-steps and --min-separation (betavae.starts), for train and demo."""
+    from betavae.starts import StartsPolicy
+
+    defaults = StartsPolicy()
     p.add_argument("--starts", type=positive_int, default=default_starts, metavar="K",
                    help="try up to K seeds (train.seed, +1, ...): each trains --start-steps steps and is kept "
-                   "when its traversal purity (how cleanly each dimension changes one thing in the decoded "
-                   "images; no labels) reaches --min-purity, else the next is tried; when none does, the "
-                   "purest is retrained in full. The judgements go to OUT/starts.json; rerunning the same "
-                   f"command (or --resume) goes on where it stopped (default {default_starts}; "
+                   "when its traversal separation reaches --min-separation, else the next is tried; when none "
+                   "does, the best separated is retrained in full. The judgements go to OUT/starts.json; "
+                   f"rerunning the same command (train: also --resume RUN) goes on where it stopped (default {default_starts}; "
                    "1 trains train.seed only)")
-    p.add_argument("--start-steps", type=positive_int, default=1000, metavar="N",
-                   help="steps of each start before it is judged (default 1000)")
-    p.add_argument("--min-purity", type=unit_float, default=0.85, metavar="P",
-                   help="traversal purity in [0, 1] that keeps a start (default 0.85)")
+    p.add_argument("--start-steps", type=positive_int, default=defaults.steps, metavar="N",
+                   help=f"steps of each start before it is judged (default {defaults.steps})")
+    p.add_argument("--min-separation", type=unit_float, default=defaults.min_separation, metavar="S",
+                   help="traversal separation in [0, 1] that keeps a start: how cleanly each latent dimension "
+                   "changes one thing in the decoded images (purity) times how cleanly each thing is changed "
+                   f"by one dimension (exclusivity); no labels (default {defaults.min_separation})")
 
 
 def build_parser() -> argparse.ArgumentParser:

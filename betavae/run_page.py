@@ -35,14 +35,14 @@ def _summary_rows(paths: RunPaths) -> list[tuple[str, str]]:
 
 def _starts_rows(paths: RunPaths, info: dict) -> list[tuple[str, str]]:
     """One row naming the starts this run was chosen from (``RUN/starts.json``), if any."""
-    from betavae.starts import read_starts
+    from betavae.starts import read_starts, score
 
     record = read_starts(paths.root)
     if not record or not record["starts"] or record.get("chosen") != info.get("seed"):
         return []
-    tried = "; ".join(f"seed {e['seed']}: {e['purity']}" for e in record["starts"])
-    return [("starts", f"kept seed {record['chosen']} of {len(record['starts'])} judged by traversal purity "
-             f"after {record['policy']['steps']} steps ({tried})")]
+    tried = "; ".join(f"seed {e['seed']}: {score(e)}" for e in record["starts"])
+    return [("starts", f"kept seed {record['chosen']} of {len(record['starts'])} judged by traversal separation "
+             f"(purity × exclusivity of the decoded traversals) after {record['policy']['steps']} steps ({tried})")]
 
 
 def write_run_page(run_dir: str | Path) -> Path:

@@ -1,19 +1,21 @@
 """Several short starts, one long run: restart a run whose first steps learned mixed dimensions.
 
 Which of a few seeds gives a disentangled model is largely luck (Locatello et al. 2019), and on
-the built-in sprites it shows early: after 1,000 steps of the demo's recipe, the runs that end
-clean already have dimensions that each move one thing in the decoded images, and the weak ones
-have dimensions that move the shape diagonally or change its size and position together. So
-:func:`train_with_starts` trains ``train.seed``, ``seed + 1``, … for ``steps`` steps each, judges
-each start by its :func:`~betavae.evaluation.naming.traversal_purity` (no labels), and continues the
-first that reaches ``min_purity`` to the config's full ``max_steps``; when none does, the purest
-one is retrained to the full budget.
+the built-in sprites it shows early: after 500 steps of the demo's recipe, the runs that end clean
+already have dimensions that each move one thing in the decoded images, one dimension per thing,
+and the weak ones have two dimensions that both move the shape diagonally, or change its size and
+position together. So :func:`train_with_starts` trains ``train.seed``, ``seed + 1``, … for
+``steps`` steps each, judges each start by its
+:func:`~betavae.evaluation.naming.traversal_separation` (purity × exclusivity; no labels), and
+continues the first that reaches ``min_separation`` to the config's full ``max_steps``; when none
+does, the best separated one is retrained to the full budget.
 
 Everything happens in the one run folder: a start is a normal run with ``train.max_steps`` set
 to ``steps``; a rejected start is replaced by the next; the chosen one is resumed with
 ``train.max_steps`` raised (``run.json`` lists that override). The judgements go to
-``RUN/starts.json`` (kept when a start replaces another), so an interrupted demo resumes where it
-stopped, with the settings it began with, without training or judging a start twice.
+``RUN/starts.json`` (kept when a start replaces another), so an interrupted call resumes where it
+stopped, with the settings it began with, without training or judging a start twice. Used by
+``betavae demo`` (three starts by default) and ``betavae train --starts K``.
 """
 from __future__ import annotations
 
@@ -30,23 +32,25 @@ from betavae.training import resume, train
 
 @dataclass(frozen=True)
 class StartsPolicy:
-    """How many starts to try (1: just train), how long each is, and the purity that keeps one."""
+    """How many starts to try (1: just train), how long each is, and the traversal separation that
+    keeps one."""
 
     starts: int = 3
-    steps: int = 1000
-    min_purity: float = 0.85
+    steps: int = 500
+    min_separation: float = 0.6
 
     def check(self) -> None:
         """Raises ValueError for a policy that makes no sense."""
         if self.starts < 1 or self.steps < 1:
             raise ValueError(f"starts ({self.starts}) and start steps ({self.steps}) must be at least 1")
-        if not 0 <= self.min_purity <= 1:
-            raise ValueError(f"min purity {self.min_purity} must be between 0 and 1")
+        if not 0 <= self.min_separation <= 1:
+            raise ValueError(f"min separation {self.min_separation} must be between 0 and 1")
 
 
 def judge_start(run_dir: Path) -> dict:
-    """The seed, step, traversal purity and dimension names of the run in ``run_dir``."""
-    from betavae.evaluation.naming import name_model_dimensions, traversal_purity
+    """The seed, step, traversal purity, exclusivity and separation, and the dimension names of the
+    run in ``run_dir``."""
+    from betavae.evaluation.naming import name_model_dimensions, traversal_exclusivity, traversal_purity
     from betavae.inference import load
     from betavae.latents import latent_ranking
 
@@ -54,8 +58,10 @@ def judge_start(run_dir: Path) -> dict:
     ranking = latent_ranking(trained)
     with torch.no_grad():
         entries = name_model_dimensions(trained, ranking.active)
+    purity, exclusivity = traversal_purity(entries, ranking.kl_per_dim), traversal_exclusivity(entries)
     return {"seed": trained.config.train.seed, "step": read_info(RunPaths(run_dir)).get("step"),
-            "purity": round(traversal_purity(entries, ranking.kl_per_dim), 4),
+            "purity": round(purity, 4), "exclusivity": round(exclusivity, 4),
+            "separation": round(purity * exclusivity, 4),
             "dimensions": [f"{e['dim']}: {e['name']}" for e in entries if e["dim"] in ranking.active]}
 
 
@@ -64,13 +70,21 @@ def read_starts(root: str | Path) -> dict | None:
     the file is not such a record)."""
     try:
         record = json.loads(RunPaths(Path(root)).starts.read_text())
+        if "min_purity" in record["policy"]:  # written before the separation: its cut applies to it now
+            record["policy"]["min_separation"] = record["policy"].pop("min_purity")
         StartsPolicy(**record["policy"]).check()
         valid = (isinstance(record["base_seed"], int) and isinstance(record["max_steps"], int)
-                 and all(isinstance(e["seed"], int) and isinstance(e["purity"], (int, float)) for e in record["starts"])
+                 and all(isinstance(e["seed"], int) and isinstance(score(e), (int, float)) for e in record["starts"])
                  and record["chosen"] in (None, *(e["seed"] for e in record["starts"]), record["base_seed"]))
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     return record if valid else None
+
+
+def score(entry: dict) -> float:
+    """The traversal separation a start was judged by (its purity in records written before the
+    separation existed)."""
+    return entry.get("separation", entry["purity"])
 
 
 def choosing_start(root: str | Path) -> bool:
@@ -88,8 +102,8 @@ def describe_starts(root: str | Path) -> str | None:
     record = read_starts(root)
     if not record or not record["starts"]:
         return None
-    tried = ", ".join(f"seed {e['seed']}: {e['purity']:.2f}" for e in record["starts"])
-    return (f"starts judged by traversal purity after {record['policy']['steps']} steps ({tried}); "
+    tried = ", ".join(f"seed {e['seed']}: {score(e):.2f}" for e in record["starts"])
+    return (f"starts judged by traversal separation after {record['policy']['steps']} steps ({tried}); "
             f"kept seed {record['chosen']}")
 
 
@@ -152,10 +166,10 @@ def _decide(paths: RunPaths, record: dict, policy: StartsPolicy, full: int) -> N
         entry = judge_start(paths.root)
         record["starts"].append(entry)
         write_json(paths.starts, record)
-    if entry["purity"] >= policy.min_purity:
+    if score(entry) >= policy.min_separation:
         record["chosen"] = seed
     elif len(record["starts"]) >= policy.starts:
-        record["chosen"] = max(record["starts"], key=lambda e: e["purity"])["seed"]
+        record["chosen"] = max(record["starts"], key=score)["seed"]
     if record["chosen"] is not None:
         write_json(paths.starts, record)
     if record["chosen"] == seed:

@@ -25,6 +25,7 @@ from betavae.evaluation.naming import (
     name_model_dimensions,
     name_sweeps,
     stored_dimension_names,
+    traversal_exclusivity,
     traversal_purity,
 )
 from betavae.latents import LatentRanking
@@ -169,6 +170,26 @@ def test_traversal_purity_of_decoders_whose_dimensions_are_known():
     assert traversal_purity(diagonal, [1.0, 0.0, 0.0, 0.0]) == pytest.approx(0.5, abs=0.03)  # x and y alike
     assert traversal_purity(diagonal, [0.0, 1.0, 0.0, 0.0]) > 0.95  # the scaling dimension alone
     assert traversal_purity(diagonal, [1.0, 1.0, 0.0, 0.0]) == pytest.approx(0.75, abs=0.03)
+
+
+class CrossedBlob(Blob):
+    """z0 moves the disc right and down, z1 right and up (the two diagonals), z2 scales it."""
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return torch.stack([ellipse(cx=16 + 2.0 * float(c[0] + c[1]), cy=16 + 2.0 * float(c[0] - c[1]),
+                                    a=6 + 1.2 * float(c[2]), b=6 + 1.2 * float(c[2])) for c in z])
+
+
+def test_traversal_exclusivity_of_decoders_whose_dimensions_are_known():
+    assert traversal_exclusivity(name_model_dimensions(Blob(), active=[0, 1, 2], base_codes=base_codes())) > 0.95
+    # one diagonal dimension changes x and y, but no other dimension does: each statistic has one owner
+    assert traversal_exclusivity(name_model_dimensions(DiagonalBlob(), active=[0, 1], base_codes=base_codes())) > 0.95
+    crossed = name_model_dimensions(CrossedBlob(), active=[0, 1, 2], base_codes=base_codes())
+    position = [{**e, "effects": {k: v for k, v in e["effects"].items() if k in ("x", "y")}} for e in crossed[:2]]
+    assert traversal_exclusivity(position) == pytest.approx(0.5, abs=0.03)  # x and y shared by the diagonals
+    assert 0.6 < traversal_exclusivity(crossed) < 0.9  # the scaling dimension owns area alone, x and y shared
+    assert traversal_exclusivity([{"dim": 0, "name": INACTIVE}]) == 0.0
 
 
 def test_a_mixed_sweep_and_a_reversed_one():

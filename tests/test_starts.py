@@ -7,7 +7,7 @@ import yaml
 
 import betavae.starts as starts
 from betavae.cli import main
-from betavae.evaluation.naming import STATISTICS, traversal_purity
+from betavae.evaluation.naming import STATISTICS, traversal_exclusivity, traversal_purity, traversal_separation
 from betavae.runs import RunExistsError, RunPaths, read_config, read_csv, read_info
 from betavae.starts import StartsPolicy, judge_start, read_starts, train_with_starts
 from betavae.training import Trainer, train
@@ -31,14 +31,28 @@ def test_purity_is_the_kl_weighted_share_of_each_dimensions_largest_effect():
     assert traversal_purity([inactive], [0.0, 0.0, 0.0]) == 0.0
 
 
-def fake_judge(monkeypatch, purity_by_seed: dict[int, float]) -> list[int]:
-    """Replaces the judgement by fixed purities per seed; returns the seeds judged, in order."""
+def test_separation_is_purity_times_exclusivity():
+    x, y = {"dim": 0, "effects": effects(x=0.8)}, {"dim": 1, "effects": effects(y=0.6)}
+    assert traversal_separation([x, y], [1.0, 1.0]) == pytest.approx(1.0)
+    down = {"dim": 0, "effects": effects(x=0.5, y=0.5)}
+    up = {"dim": 1, "effects": effects(x=0.5, y=-0.5)}
+    assert traversal_purity([down, up], [1.0, 1.0]) == pytest.approx(0.5)
+    assert traversal_exclusivity([down, up]) == pytest.approx(0.5)
+    assert traversal_separation([down, up], [1.0, 1.0]) == pytest.approx(0.25)
+    # two dimensions that both scale: each is pure, but they share the area
+    grow, grow_too = {"dim": 0, "effects": effects(area=0.6)}, {"dim": 1, "effects": effects(area=0.6)}
+    assert traversal_separation([grow, grow_too, x], [1.0, 1.0, 1.0]) == pytest.approx((0.36 + 0.64) / (0.72 + 0.64))
+
+
+def fake_judge(monkeypatch, separation_by_seed: dict[int, float]) -> list[int]:
+    """Replaces the judgement by fixed separations per seed; returns the seeds judged, in order."""
     judged = []
 
     def judge(run_dir):
         seed = read_config(run_dir).train.seed
         judged.append(seed)
-        return {"seed": seed, "step": read_info(RunPaths(run_dir))["step"], "purity": purity_by_seed[seed],
+        return {"seed": seed, "step": read_info(RunPaths(run_dir))["step"], "purity": 1.0, "exclusivity": separation_by_seed[seed],
+                "separation": separation_by_seed[seed],
                 "dimensions": []}
 
     monkeypatch.setattr(starts, "judge_start", judge)
@@ -53,9 +67,9 @@ def steps_logged(root) -> list[int]:
     return [row["step"] for row in read_csv(RunPaths(root).train_log)]
 
 
-def test_a_start_below_the_purity_is_replaced_by_the_next_seed_which_is_continued(tmp_path, monkeypatch):
+def test_a_start_below_the_separation_is_replaced_by_the_next_seed_which_is_continued(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
-    paths, done = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_purity=0.75))
+    paths, done = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_separation=0.75))
     assert done == "trained" and judged == [1265, 1266]
     run = read_config(paths.root).train
     assert (run.seed, run.max_steps) == (1266, FULL)
@@ -73,7 +87,7 @@ def test_a_start_below_the_purity_is_replaced_by_the_next_seed_which_is_continue
 
 def test_when_no_start_is_pure_enough_the_purest_is_retrained_in_full(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.6, 1267: 0.5})
-    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_purity=0.75))
+    paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4, min_separation=0.75))
     assert judged == [1265, 1266, 1267]
     assert read_config(paths.root).train.seed == 1266 and read_starts(paths.root)["chosen"] == 1266
     assert steps_logged(paths.root) == list(range(1, FULL + 1))
@@ -119,7 +133,7 @@ def test_overwrite_forgets_the_earlier_starts(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("policy,message", [(StartsPolicy(starts=0), "at least 1"),
-                                            (StartsPolicy(min_purity=1.5), "between 0 and 1")])
+                                            (StartsPolicy(min_separation=1.5), "between 0 and 1")])
 def test_a_policy_that_makes_no_sense_is_refused_before_training(tmp_path, policy, message):
     with pytest.raises(ValueError, match=message):
         train_with_starts(config(), tmp_path / "run", policy)
@@ -143,9 +157,11 @@ def test_a_users_own_starts_file_in_a_folder_that_is_not_a_run_is_left_alone(tmp
 
 def test_a_real_judgement_names_the_active_dimensions_and_scores_them(tiny_run, tmp_path):
     shutil.copytree(tiny_run, tmp_path / "run")  # judging caches the KL ranking in the run folder
-    verdict = judge_start(tmp_path / "run")
+    verdict = judge_start(str(tmp_path / "run"))  # a str path as well as a Path
     assert verdict["seed"] == 1265 and verdict["step"] == 8
-    assert 0.0 <= verdict["purity"] <= 1.0 and all(": " in d for d in verdict["dimensions"])
+    assert 0.0 <= verdict["purity"] <= 1.0 and 0.0 <= verdict["exclusivity"] <= 1.0
+    assert verdict["separation"] == pytest.approx(verdict["purity"] * verdict["exclusivity"], abs=1e-4)
+    assert all(": " in d for d in verdict["dimensions"])
 
 
 def test_the_run_page_names_the_starts_the_run_was_chosen_from(tmp_path, monkeypatch):
@@ -154,24 +170,35 @@ def test_the_run_page_names_the_starts_the_run_was_chosen_from(tmp_path, monkeyp
     fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
     paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=2, steps=4))
     page = write_run_page(paths.root).read_text()
-    assert "kept seed 1266 of 2 judged by traversal purity after 4 steps (seed 1265: 0.3; seed 1266: 0.9)" in page
+    assert "kept seed 1266 of 2 judged by traversal separation (purity × exclusivity of the decoded traversals) after 4 steps (seed 1265: 0.3; seed 1266: 0.9)" in page
 
 
 def test_a_rerun_goes_on_with_the_settings_the_interrupted_call_began_with(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
     interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=1)
     other = tiny_config(objective={"name": "beta", "beta": 7.0}, train={"max_steps": 20, "seed": 5})
-    paths, _ = train_with_starts(other, tmp_path / "run", StartsPolicy(starts=2, steps=2, min_purity=1.0))
+    paths, _ = train_with_starts(other, tmp_path / "run", StartsPolicy(starts=2, steps=2, min_separation=1.0))
     run = read_config(paths.root)
     assert judged == [1265, 1266] and (run.train.seed, run.train.max_steps, run.objective.beta) == (1266, FULL, 1.0)
-    assert read_starts(paths.root)["policy"] == {"starts": 3, "steps": 4, "min_purity": 0.85}
+    assert read_starts(paths.root)["policy"] == {"starts": 3, "steps": 4, "min_separation": 0.6}
 
 
-@pytest.mark.parametrize("text", ["not json", "[]", '{"starts": []}', '{"policy": {"starts": 0, "steps": 1, '
+@pytest.mark.parametrize("text", ["not json", "[]", '{"starts": []}', '{"policy": {"starts": 3, "steps": 4, '
+                                  '"min_separation": 0.5}, "base_seed": 1, "max_steps": 8, "starts": [{"seed": 1, '
+                                  '"purity": 0.5, "separation": "high"}], "chosen": null}', '{"policy": {"starts": 0, "steps": 1, '
                                   '"min_purity": 0.5}, "base_seed": 1, "max_steps": 8, "starts": [], "chosen": null}'])
 def test_a_starts_file_that_is_not_a_record_reads_as_none(tmp_path, text):
     (tmp_path / "starts.json").write_text(text)
     assert read_starts(tmp_path) is None
+
+
+def test_a_record_written_before_the_separation_is_read_by_its_purity(tmp_path):
+    legacy = {"policy": {"starts": 3, "steps": 1000, "min_purity": 0.85}, "base_seed": 1265, "max_steps": 6000,
+              "starts": [{"seed": 1265, "step": 1000, "purity": 0.9, "dimensions": []}], "chosen": 1265}
+    (tmp_path / "starts.json").write_text(json.dumps(legacy))
+    record = read_starts(tmp_path)
+    assert record["policy"] == {"starts": 3, "steps": 1000, "min_separation": 0.85}
+    assert starts.score(record["starts"][0]) == 0.9 and "(seed 1265: 0.90); kept seed 1265" in starts.describe_starts(tmp_path)
 
 
 def test_a_kill_while_a_start_replaces_another_leaves_a_folder_the_rerun_continues(tmp_path, monkeypatch):
@@ -194,10 +221,10 @@ def config_file(tmp_path) -> str:
 def test_train_starts_chooses_a_seed_and_a_rerun_finds_it_finished(tmp_path, monkeypatch, capsys):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
     command = ["train", "--config", config_file(tmp_path), "--out", str(tmp_path / "run"), "--no-figures",
-               "--starts", "3", "--start-steps", "4", "--min-purity", "0.75"]
+               "--starts", "3", "--start-steps", "4", "--min-separation", "0.75"]
     assert main(command) == 0
     out = capsys.readouterr().out
-    assert "(seed 1265: 0.30, seed 1266: 0.90); kept seed 1266" in out
+    assert "after 4 steps (seed 1265: 0.30, seed 1266: 0.90); kept seed 1266" in out
     assert judged == [1265, 1266] and read_config(tmp_path / "run").train.seed == 1266
     assert main(command) == 0 and "finished earlier" in capsys.readouterr().out and judged == [1265, 1266]
 

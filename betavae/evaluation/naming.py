@@ -65,8 +65,8 @@ DOMINANCE = 1.5
 MIN_EFFECT = 0.05
 FOREGROUND_CONTRAST = 0.25
 MIN_ELONGATION = 0.2
-RULE_VERSION = 3  # stored names of another version are recomputed (2: the asymmetry of the shape's mask;
-# 3: the record holds the traversal purity)
+RULE_VERSION = 4  # stored names of another version are recomputed (2: the asymmetry of the shape's mask;
+# 3: the record holds the traversal purity; 4: and the exclusivity and separation)
 STATISTICS = ("x", "y", "area", "angle", "hue", "saturation", "value", "background", "background_hue",
               "asymmetry")
 SCALES = {"x": 0.5, "y": 0.5, "area": None, "angle": 90.0, "hue": 0.5, "saturation": 1.0, "value": 1.0,
@@ -239,6 +239,27 @@ def traversal_purity(entries: Sequence[dict], kl: Sequence[float]) -> float:
     return float(np.average(shares, weights=weights)) if shares and sum(weights) > 0 else 0.0
 
 
+def traversal_exclusivity(entries: Sequence[dict]) -> float:
+    """How exclusively the swept dimensions divide the statistics among them, from
+    :func:`name_model_dimensions`'s ``entries``: per statistic, the share of the dimension that
+    changes it most in the sum of all swept dimensions' squared effects on it, averaged with the
+    statistics' summed squared effects as weights (1 when no two dimensions change the same
+    statistic; 0.5 when two move the sprite along the two diagonals). No labels are used; 0 when no
+    dimension was swept. Complements :func:`traversal_purity` as DCI completeness does disentanglement."""
+    effects = [list(entry["effects"].values()) for entry in entries if "effects" in entry]
+    if not effects:
+        return 0.0
+    squared = np.square(effects)  # (dims, statistics)
+    return float(squared.max(axis=0).sum() / max(squared.sum(), _EPS))
+
+
+def traversal_separation(entries: Sequence[dict], kl: Sequence[float]) -> float:
+    """How well the swept dimensions separate what the decoded images do: :func:`traversal_purity`
+    (each dimension changes one thing) times :func:`traversal_exclusivity` (each thing is changed by
+    one dimension); 1 for a clean split, about 0.25 for position along two diagonals. No labels."""
+    return traversal_purity(entries, kl) * traversal_exclusivity(entries)
+
+
 def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     """The names of ``trained``'s dimensions (:func:`name_model_dimensions` on the ranking's active
     dimensions) from ``RUN/eval/dimension_names.json`` when stored for this checkpoint, else computed
@@ -262,6 +283,8 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
         "dimensions": name_model_dimensions(trained, ranking.active),
     }
     result["traversal_purity"] = round(traversal_purity(result["dimensions"], ranking.kl_per_dim), 4)
+    result["traversal_exclusivity"] = round(traversal_exclusivity(result["dimensions"]), 4)
+    result["traversal_separation"] = round(traversal_separation(result["dimensions"], ranking.kl_per_dim), 4)
     try:
         write_json(path, result)
     except OSError:
