@@ -44,13 +44,14 @@ def _train(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (policy.starts > 1 or (args.resume and choosing_start(args.resume))):
         raise ConfigError("--starts trains in one process, not under torchrun")
     if args.resume:
-        if args.config or args.overwrite or args.out:
-            raise ConfigError("--resume continues a run in its own folder with its saved config; "
-                              "drop --config/--out/--overwrite (--set may change the settings resume allows)")
+        if args.config or args.overwrite or args.out or policy.starts > 1:
+            raise ConfigError("--resume continues a run in its own folder with its saved config (and its own "
+                              "starts, if it began with --starts); drop --config/--out/--overwrite/--starts "
+                              "(--set may change the settings resume allows)")
         if choosing_start(args.resume):
-            if args.set or policy.starts > 1:
+            if args.set:
                 raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
-                                  "resume it without --set and --starts, then resume again to change settings")
+                                  "resume it without --set, then resume again to change settings")
             policy = StartsPolicy(**read_starts(args.resume)["policy"])
             paths, _ = train_with_starts(read_config(args.resume), args.resume, policy)
         else:

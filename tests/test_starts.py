@@ -235,6 +235,8 @@ def test_train_resume_of_a_run_still_choosing_goes_on_choosing(tmp_path, monkeyp
     run = str(tmp_path / "run")
     assert main(["train", "--resume", run, "--set", "train.lr=0.1"]) == 2
     assert "still choosing among starts" in capsys.readouterr().err
+    assert main(["train", "--resume", run, "--starts", "2"]) == 2
+    assert "drop --config/--out/--overwrite/--starts" in capsys.readouterr().err
     assert main(["train", "--resume", run, "--no-figures"]) == 0
     assert judged == [1265, 1266] and read_config(run).train.seed == 1266
     assert steps_logged(tmp_path / "run") == list(range(1, FULL + 1))
