@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Idle OpenMP threads sleep instead of spinning (read once, when torch loads, hence before any torch
 # import): with other processes on the cores, torch's default spin-waiting pair of threads lost most
@@ -18,7 +19,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import yaml
 
 from betavae.cliargs import int_at_least, positive_int, unit_float
-from betavae.config import ConfigError, load_config
+from betavae.config import ConfigError, RunConfig, load_config
+
+if TYPE_CHECKING:
+    from betavae.runs import RunPaths
+    from betavae.starts import StartsPolicy
 
 DEMO_CONFIG = Path(__file__).parent / "resources" / "demo.yaml"
 
@@ -36,24 +41,28 @@ def _write_figures(root: Path) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from betavae.distributed import launched_rank
-    from betavae.runs import read_config
-    from betavae.starts import StartsPolicy, choosing_start, describe_starts, read_starts, train_with_starts
+    from betavae.runs import RunPaths, read_config
+    from betavae.starts import StartsPolicy, choosing_start, read_starts
     from betavae.training import resume, train
 
     policy = StartsPolicy(args.starts, args.start_steps, args.min_separation)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (policy.starts > 1 or (args.resume and choosing_start(args.resume))):
+    choosing = bool(args.resume) and choosing_start(args.resume)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and (policy.starts > 1 or choosing):
         raise ConfigError("--starts trains in one process, not under torchrun")
     if args.resume:
         if args.config or args.overwrite or args.out or policy.starts > 1:
             raise ConfigError("--resume continues a run in its own folder with its saved config (and its own "
                               "starts, if it began with --starts); drop --config/--out/--overwrite/--starts "
                               "(--set may change the settings resume allows)")
-        if choosing_start(args.resume):
-            if args.set:
-                raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
-                                  "resume it without --set, then resume again to change settings")
+        if choosing and args.set:
+            raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
+                              "resume it without --set, then resume again to change settings")
+        if choosing and not RunPaths(args.resume).config.is_file():
+            raise ConfigError(f"{args.resume} holds only the record of its starts (stopped while one start replaced "
+                              "another): rerun the `betavae train --config ... --starts K` command that began it")
+        if choosing:
             policy = StartsPolicy(**read_starts(args.resume)["policy"])
-            paths, _ = train_with_starts(read_config(args.resume), args.resume, policy)
+            paths, _ = _train_with_starts(read_config(args.resume), args.resume, policy, overwrite=False)
         else:
             paths = resume(args.resume, overrides=args.set, allow_data_change=args.allow_data_change)
     else:
@@ -64,13 +73,9 @@ def _train(args: argparse.Namespace) -> int:
         if policy.starts > 1:
             if config.train.max_steps is None:
                 raise ConfigError("--starts needs train.max_steps (starts and the full run are counted in steps)")
-            paths, done = train_with_starts(config, out, policy, overwrite=args.overwrite)
-            if done != "trained":
-                print(f"{paths.root}: {done} (--overwrite retrains)")
+            paths, _ = _train_with_starts(config, out, policy, overwrite=args.overwrite)
         else:
             paths = train(config, out, overwrite=args.overwrite)
-    if describe_starts(paths.root):
-        print(describe_starts(paths.root))
     if launched_rank() != 0:
         return 0  # under torchrun, rank 0 alone writes figures
     if not args.no_figures:
@@ -154,15 +159,11 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from betavae.starts import StartsPolicy, describe_starts, train_with_starts
+    from betavae.starts import StartsPolicy
 
     config = load_config(DEMO_CONFIG, args.set)
     policy = StartsPolicy(args.starts, args.start_steps, args.min_separation)
-    paths, done = train_with_starts(config, args.out, policy, overwrite=args.overwrite)
-    if done != "trained":
-        print(f"{paths.root}: {done} (--overwrite retrains)")
-    if describe_starts(paths.root):
-        print(describe_starts(paths.root))
+    paths, done = _train_with_starts(config, args.out, policy, overwrite=args.overwrite)
     _write_figures(paths.root)
     if not args.no_evaluate and (done == "trained" or not paths.eval_metrics.is_file()):
         from betavae.evaluation.run_eval import EvalOptions, evaluate_run
@@ -171,6 +172,20 @@ def _demo(args: argparse.Namespace) -> int:
         evaluate_run(paths.root, EvalOptions(fid=False, disentanglement_points=args.points, dci_points=args.points))
     print(f"demo written: open {paths.index}")
     return 0
+
+
+def _train_with_starts(config: RunConfig, out: Path, policy: StartsPolicy, overwrite: bool) -> tuple[RunPaths, str]:
+    """:func:`betavae.starts.train_with_starts`, saying when the run had finished earlier and which
+    starts it was chosen from."""
+    from betavae.starts import describe_starts, train_with_starts
+
+    paths, done = train_with_starts(config, out, policy, overwrite=overwrite)
+    if done != "trained":
+        print(f"{paths.root}: {done} (--overwrite retrains)")
+    line = describe_starts(paths.root)
+    if line:
+        print(line)
+    return paths, done
 
 
 def _starts_arguments(p: argparse.ArgumentParser, default_starts: int) -> None:

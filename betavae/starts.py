@@ -23,12 +23,11 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
 from betavae.config import RunConfig
 from betavae.fileio import write_json
 from betavae.runs import RunPaths, is_run_folder, read_config, read_info, update_info
 from betavae.training import resume, train
+
 
 @dataclass(frozen=True)
 class StartsPolicy:
@@ -47,22 +46,20 @@ class StartsPolicy:
             raise ValueError(f"min separation {self.min_separation} must be between 0 and 1")
 
 
-def judge_start(run_dir: Path) -> dict:
+def judge_start(run_dir: str | Path) -> dict:
     """The seed, step, traversal purity, exclusivity and separation, and the dimension names of the
-    run in ``run_dir``."""
-    from betavae.evaluation.naming import name_model_dimensions, traversal_exclusivity, traversal_purity
+    run in ``run_dir`` (named as ``evaluate`` names them, and stored the same way)."""
+    from betavae.evaluation.naming import stored_dimension_names
     from betavae.inference import load
     from betavae.latents import latent_ranking
 
     trained = load(run_dir, checkpoint="last")
     ranking = latent_ranking(trained)
-    with torch.no_grad():
-        entries = name_model_dimensions(trained, ranking.active)
-    purity, exclusivity = traversal_purity(entries, ranking.kl_per_dim), traversal_exclusivity(entries)
+    names = stored_dimension_names(trained, ranking)
     return {"seed": trained.config.train.seed, "step": read_info(RunPaths(run_dir)).get("step"),
-            "purity": round(purity, 4), "exclusivity": round(exclusivity, 4),
-            "separation": round(purity * exclusivity, 4),
-            "dimensions": [f"{e['dim']}: {e['name']}" for e in entries if e["dim"] in ranking.active]}
+            "purity": names["traversal_purity"], "exclusivity": names["traversal_exclusivity"],
+            "separation": names["traversal_separation"],
+            "dimensions": [f"{e['dim']}: {e['name']}" for e in names["dimensions"] if e["dim"] in ranking.active]}
 
 
 def read_starts(root: str | Path) -> dict | None:
@@ -165,13 +162,11 @@ def _decide(paths: RunPaths, record: dict, policy: StartsPolicy, full: int) -> N
     if entry is None:
         entry = judge_start(paths.root)
         record["starts"].append(entry)
-        write_json(paths.starts, record)
     if score(entry) >= policy.min_separation:
         record["chosen"] = seed
     elif len(record["starts"]) >= policy.starts:
         record["chosen"] = max(record["starts"], key=score)["seed"]
-    if record["chosen"] is not None:
-        write_json(paths.starts, record)
+    write_json(paths.starts, record)  # the judgement and the choice together (a kill before: judged again)
     if record["chosen"] == seed:
         resume(paths.root, overrides=[f"train.max_steps={full}"])
     else:

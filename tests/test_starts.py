@@ -109,6 +109,13 @@ def interrupt_starts(run_dir, monkeypatch, seed: int, step: int) -> None:
     monkeypatch.setattr(Trainer, "train_step", original)
 
 
+def leave_only_the_record(run_dir) -> None:
+    """As if killed inside create_run while a start replaced another: only ``starts.json`` is left."""
+    for entry in run_dir.iterdir():
+        if entry.name != "starts.json":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 def test_an_interrupted_second_start_resumes_without_judging_the_first_again(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
     interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
@@ -204,9 +211,7 @@ def test_a_record_written_before_the_separation_is_read_by_its_purity(tmp_path):
 def test_a_kill_while_a_start_replaces_another_leaves_a_folder_the_rerun_continues(tmp_path, monkeypatch):
     judged = fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
     interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
-    for entry in (tmp_path / "run").iterdir():  # as if killed inside create_run: only the record is left
-        if entry.name != "starts.json":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    leave_only_the_record(tmp_path / "run")
     paths, _ = train_with_starts(config(), tmp_path / "run", StartsPolicy(starts=3, steps=4))
     assert judged == [1265, 1266] and read_config(paths.root).train.seed == 1266
     assert steps_logged(paths.root) == list(range(1, FULL + 1))
@@ -244,6 +249,14 @@ def test_train_resume_of_a_run_still_choosing_goes_on_choosing(tmp_path, monkeyp
     # finished: --resume is a plain resume again, and --set applies
     assert main(["train", "--resume", run, "--no-figures", "--set", f"train.max_steps={FULL + 2}"]) == 0
     assert steps_logged(tmp_path / "run")[-1] == FULL + 2
+
+
+def test_train_resume_of_a_folder_holding_only_the_record_names_the_command_to_rerun(tmp_path, monkeypatch, capsys):
+    fake_judge(monkeypatch, {1265: 0.3, 1266: 0.9})
+    interrupt_starts(tmp_path / "run", monkeypatch, seed=1266, step=3)
+    leave_only_the_record(tmp_path / "run")
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 2
+    assert "rerun the `betavae train --config ... --starts K` command" in capsys.readouterr().err
 
 
 def test_train_starts_need_a_step_budget(tmp_path, capsys):

@@ -260,6 +260,14 @@ def traversal_separation(entries: Sequence[dict], kl: Sequence[float]) -> float:
     return traversal_purity(entries, kl) * traversal_exclusivity(entries)
 
 
+def traversal_scores(entries: Sequence[dict], kl: Sequence[float]) -> dict[str, float]:
+    """``traversal_purity``, ``traversal_exclusivity`` and their product ``traversal_separation``
+    of ``entries`` (each computed once), rounded to 4 digits, as stored and as starts are judged."""
+    purity, exclusivity = traversal_purity(entries, kl), traversal_exclusivity(entries)
+    return {"traversal_purity": round(purity, 4), "traversal_exclusivity": round(exclusivity, 4),
+            "traversal_separation": round(purity * exclusivity, 4)}
+
+
 def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
     """The names of ``trained``'s dimensions (:func:`name_model_dimensions` on the ranking's active
     dimensions) from ``RUN/eval/dimension_names.json`` when stored for this checkpoint, else computed
@@ -282,9 +290,7 @@ def stored_dimension_names(trained, ranking: LatentRanking) -> dict:
         "active": list(ranking.active), "checkpoint_sha256": digest,
         "dimensions": name_model_dimensions(trained, ranking.active),
     }
-    result["traversal_purity"] = round(traversal_purity(result["dimensions"], ranking.kl_per_dim), 4)
-    result["traversal_exclusivity"] = round(traversal_exclusivity(result["dimensions"]), 4)
-    result["traversal_separation"] = round(traversal_separation(result["dimensions"], ranking.kl_per_dim), 4)
+    result.update(traversal_scores(result["dimensions"], ranking.kl_per_dim))
     try:
         write_json(path, result)
     except OSError:
