@@ -10,6 +10,7 @@ import yaml
 from betavae.config import ConfigError
 from betavae.evaluation.run_eval import EvalOptions
 from betavae.runs import RunPaths, update_info
+from betavae.study.findings import setting_values
 from betavae.study.folder import StudyPaths
 from betavae.study.progress import LiveTable, render, table_rows
 from betavae.study.runner import _check_inputs, _evaluation, _initial_state, _resolved, _round_robin
@@ -89,6 +90,18 @@ def test_the_seeds_study_runs_four_objectives_with_three_seeds_each():
     assert all(c.config.data.name == "dsprites" and c.config.data.image_size == 32 for c in cells)
     assert {c.config.data.seed for c in cells} == {0}  # one dataset: the seeds' codes are comparable (UDR)
     assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.resources.cpus == 1
+
+
+def test_the_64_study_adds_the_weights_x4_tcvae_at_12000_steps_as_one_setting_of_three_seeds():
+    _, cells = load_study(REPO / "studies" / "disentanglement-seeds-64.yaml")
+    grid = sorted((c.config.objective.name, c.config.train.seed, c.config.train.max_steps) for c in cells if c.group == "grid")
+    assert grid == [(name, seed, 6000) for name in ("beta", "beta_tcvae") for seed in (1, 2, 1265)]
+    extras = [c for c in cells if c.group == "extra"]
+    assert sorted(c.config.train.seed for c in extras) == [1, 2, 1265]
+    assert {(c.config.objective.alpha, c.config.objective.beta, c.config.objective.gamma, c.config.train.max_steps)
+            for c in extras} == {(4, 24, 4, 12000)}
+    assert len({repr(sorted(setting_values(c.values).items())) for c in extras}) == 1  # the report's one setting
+    assert all(c.config.data.image_size == 64 and c.config.data.seed == 0 for c in cells)
 
 
 @pytest.mark.parametrize("study_file", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
