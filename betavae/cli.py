@@ -54,13 +54,14 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume continues a run in its own folder with its saved config (and its own "
                               "starts, if it began with --starts); drop --config/--out/--overwrite/--starts "
                               "(--set may change the settings resume allows)")
-        if choosing and args.set:
-            raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
-                              "resume it without --set, then resume again to change settings")
-        if choosing and not RunPaths(args.resume).config.is_file():
-            raise ConfigError(f"{args.resume} holds only the record of its starts (stopped while one start replaced "
-                              "another): rerun the `betavae train --config ... --starts K` command that began it")
         if choosing:
+            if args.set:
+                raise ConfigError(f"{args.resume} is still choosing among starts ({args.resume}/starts.json): "
+                                  "resume it without --set, then resume again to change settings")
+            if not RunPaths(args.resume).config.is_file():
+                raise ConfigError(f"{args.resume} holds only the record of its starts (stopped while one start "
+                                  "replaced another): rerun the `betavae train --config ... --starts K` command "
+                                  "that began it")
             policy = StartsPolicy(**read_starts(args.resume)["policy"])
             paths, _ = _train_with_starts(read_config(args.resume), args.resume, policy, overwrite=False)
         else:
