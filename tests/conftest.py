@@ -53,3 +53,20 @@ def train_until_crash(config: RunConfig, run_dir, step: int, monkeypatch) -> Non
     with pytest.raises(RuntimeError, match="power cut"):
         train(config, run_dir)
     monkeypatch.undo()
+
+
+def fake_judge(monkeypatch, separation_by_seed: dict[int, float]) -> list[int]:
+    """Replaces the judgement of starts by fixed separations per seed; returns the seeds judged, in order."""
+    import betavae.starts
+    from betavae.runs import RunPaths, read_config, read_info
+
+    judged = []
+
+    def judge(run_dir):
+        seed = read_config(run_dir).train.seed
+        judged.append(seed)
+        return {"seed": seed, "step": read_info(RunPaths(run_dir))["step"], "purity": 1.0,
+                "exclusivity": separation_by_seed[seed], "separation": separation_by_seed[seed], "dimensions": []}
+
+    monkeypatch.setattr(betavae.starts, "judge_start", judge)
+    return judged

@@ -12,7 +12,7 @@ from betavae.runs import RunExistsError, RunPaths, read_config, read_csv, read_i
 from betavae.starts import StartsPolicy, judge_start, read_starts, train_with_starts
 from betavae.training import Trainer, train
 
-from conftest import tiny_config
+from conftest import fake_judge, tiny_config
 
 FULL = 8
 
@@ -42,21 +42,6 @@ def test_separation_is_purity_times_exclusivity():
     # two dimensions that both scale: each is pure, but they share the area
     grow, grow_too = {"dim": 0, "effects": effects(area=0.6)}, {"dim": 1, "effects": effects(area=0.6)}
     assert traversal_separation([grow, grow_too, x], [1.0, 1.0, 1.0]) == pytest.approx((0.36 + 0.64) / (0.72 + 0.64))
-
-
-def fake_judge(monkeypatch, separation_by_seed: dict[int, float]) -> list[int]:
-    """Replaces the judgement by fixed separations per seed; returns the seeds judged, in order."""
-    judged = []
-
-    def judge(run_dir):
-        seed = read_config(run_dir).train.seed
-        judged.append(seed)
-        return {"seed": seed, "step": read_info(RunPaths(run_dir))["step"], "purity": 1.0, "exclusivity": separation_by_seed[seed],
-                "separation": separation_by_seed[seed],
-                "dimensions": []}
-
-    monkeypatch.setattr(starts, "judge_start", judge)
-    return judged
 
 
 def config():

@@ -10,6 +10,7 @@ import yaml
 from betavae.config import ConfigError
 from betavae.evaluation.run_eval import EvalOptions
 from betavae.runs import RunPaths, update_info
+from betavae.starts import StartsPolicy
 from betavae.study.findings import setting_values
 from betavae.study.folder import StudyPaths
 from betavae.study.progress import LiveTable, render, table_rows
@@ -19,6 +20,7 @@ from betavae.training import train, train_or_resume
 from tests.conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
+NO_STARTS = StartsPolicy(starts=1)
 TINY_BASE = {"data": {"num_images": 256, "image_size": 32}, "model": {"preset": "tiny"},
              "train": {"max_steps": 8, "batch_size": 16, "progress": False, "checkpoint_every": 4, "val_every": 4}}
 
@@ -133,6 +135,10 @@ def test_demo_study_has_the_papers_shape():
     ({"evaluate": {"device": "cuda"}}, "device and progress are set per cell"),
     ({"evaluate": {"dci_points": 0}}, "evaluate.dci_points"),
     ({"grids": {}}, "grids"),
+    ({"starts": {"starts": 0}}, "starts.starts"),
+    ({"starts": {"min_separation": 1.5}}, "starts.min_separation"),
+    ({"starts": {"step": 2000}}, "starts.step"),
+    ({"grid": {"train.seed": [1, 2]}, "starts": {"starts": 3}}, "space the seeds at least 3 apart"),
     ({"datasets": {"d": {"config": "missing.yaml"}}}, "missing.yaml not found"),
 ])
 def test_invalid_study_files_are_rejected_with_the_reason(tmp_path, fields, message):
@@ -178,7 +184,7 @@ def test_missing_prepared_data_is_reported_before_any_work(tmp_path):
     _, cells = load_study(path)
     configs = {c.name: _resolved(c.config) for c in cells}
     with pytest.raises(ConfigError, match="prepared data not found:\n  - faces: .*/no\nprepare each"):
-        _check_inputs(cells, configs, StudyPaths(tmp_path / "out"))
+        _check_inputs(cells, configs, StudyPaths(tmp_path / "out"), NO_STARTS)
 
 
 def test_a_cell_folder_trained_with_another_config_is_not_reused(tmp_path):
@@ -188,7 +194,7 @@ def test_a_cell_folder_trained_with_another_config_is_not_reused(tmp_path):
     train(tiny_config(name=cell.name, objective={"name": "beta", "beta": 7.0}), paths.cell(cell.name))
     configs = {c.name: _resolved(c.config) for c in cells}
     with pytest.raises(ConfigError, match="another config \\(differs in objective.beta"):
-        _check_inputs(cells, configs, paths)
+        _check_inputs(cells, configs, paths, NO_STARTS)
 
 
 def test_train_or_resume_finishes_resumes_or_retrains(tmp_path):
@@ -242,7 +248,7 @@ def test_a_datasets_outside_images_win_over_the_studys_and_must_exist(tmp_path, 
     spec, cells = load_study(path)
     assert [c.images for c in cells] == ["photos", "everyone"]
     with pytest.raises(ConfigError, match="outside-image folders not found.*:\n  - b: everyone$"):
-        _check_inputs(cells, {c.name: _resolved(c.config) for c in cells}, StudyPaths(tmp_path / "out"))
+        _check_inputs(cells, {c.name: _resolved(c.config) for c in cells}, StudyPaths(tmp_path / "out"), NO_STARTS)
     assert _evaluation(spec, cells[0])["images"] == str(tmp_path / "photos")
 
 

@@ -28,6 +28,7 @@ from betavae.fileio import write_json, write_text  # noqa: E402
 from betavae.inference import load  # noqa: E402
 from betavae.latents import ACTIVE_KL_NATS  # noqa: E402
 from betavae.runs import RunPaths, read_csv  # noqa: E402
+from betavae.starts import describe_starts  # noqa: E402
 from betavae.study.article import FID_SAMPLES, ArticleNumbers, article_numbers  # noqa: E402
 from betavae.study.findings import (  # noqa: E402
     FACTOR_SCORES, MEDIANS, SEED, CellResult, Finding, SettingResult, by_setting, check_findings, has_seeds)
@@ -465,6 +466,14 @@ def _overview(state: dict, results: list[CellResult]) -> str:
         table = Table("failed", ["cell", "dataset", "settings", "attempts", "error"],
                       [[r.name, r.shown_label, r.describe(), _value(_attempts(state, r)), r.error or DASH] for r in failed])
         body += f'<h3 id="failed">Failed cells</h3>{_html_table(table)}'
+    chosen = [(r, describe_starts(r.run)) for r in results if r.run is not None]
+    chosen = [[r.name, r.shown_label, r.describe(), line] for r, line in chosen if line]
+    if chosen:
+        table = Table("starts", ["cell", "dataset", "settings", "starts"], chosen)
+        body += f'<h3 id="starts">Cells chosen among starts</h3>{_html_table(table)}' + _note(
+            "The study's starts: each cell trained its seed, seed + 1, … for a few steps, kept the first whose "
+            "traversals were separated enough (no labels; when none was, the best separated) and trained it to "
+            "the full budget; a cell's scores are those of the seed it kept.")
     return body
 
 

@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -31,6 +32,7 @@ from betavae.config import ConfigError, RunConfig
 from betavae.fileio import write_text
 from betavae.interrupts import DeferredStop, Terminated, terminate_as_interrupt
 from betavae.runs import RunPaths, read_config, read_info, update_info
+from betavae.starts import StartsPolicy, read_starts
 from betavae.evaluation.headline import read_headline
 from betavae.study.folder import StudyPaths, cell_evaluated, cell_finished, write_state
 from betavae.study.progress import LiveTable
@@ -53,16 +55,18 @@ class CellTerminated(RuntimeError):
     next attempt (a retry, or the next ``betavae study``) resumes from it."""
 
 
-def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
+def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int, starts: dict | None = None) -> None:
     """Trains (or resumes) and evaluates one cell; calling it again after a crash continues the work.
 
-    Runs inside a Ray worker; ``config`` is a resolved run config, ``evaluate`` an ``EvaluateSpec`` dict.
+    Runs inside a Ray worker; ``config`` is a resolved run config, ``evaluate`` an ``EvaluateSpec``
+    dict, ``starts`` a ``StartsSpec`` dict (with more than one start the cell is chosen among them).
     """
     import torch
 
     from betavae.config import validate_config
     from betavae.evaluation.run_eval import evaluate_run
-    from betavae.study.spec import EvaluateSpec
+    from betavae.starts import train_with_starts
+    from betavae.study.spec import EvaluateSpec, StartsSpec
     from betavae.tracking import log_figures
     from betavae.training import train_or_resume
 
@@ -74,7 +78,11 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int) -> None:
         # end the process mid-step
         with terminate_as_interrupt():
             _stage(paths, "training")
-            train_or_resume(validate_config(config), paths.root)
+            policy = StartsSpec.model_validate(starts or {}).policy()
+            if policy.starts > 1:
+                train_with_starts(validate_config(config), paths.root, policy)
+            else:
+                train_or_resume(validate_config(config), paths.root)
             if not cell_evaluated(paths.root):
                 _stage(paths, "evaluating")
                 device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,7 +116,7 @@ def run_study(study_file: str | Path, out: str | Path | None = None, address: st
     spec, cells = load_study(study_file)
     paths = StudyPaths(Path(out or Path("runs") / f"study-{spec.name}").resolve())
     configs = {cell.name: _resolved(cell.config, spec.name) for cell in cells}
-    _check_inputs(cells, configs, paths)
+    _check_inputs(cells, configs, paths, spec.starts.policy())
     paths.root.mkdir(parents=True, exist_ok=True)
     write_text(paths.spec, Path(study_file).read_text())
     state = _initial_state(spec, cells, paths, Path(study_file))
@@ -187,9 +195,9 @@ def _evaluation(spec: StudySpec, cell: Cell) -> dict:
     return {**spec.evaluate.model_dump(mode="json"), "images": images}
 
 
-def _check_inputs(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths) -> None:
+def _check_inputs(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths, policy: StartsPolicy) -> None:
     """Fails before any work when prepared data or outside-image folders are missing, or a cell folder
-    holds another config."""
+    holds another config or was chosen among other starts."""
     missing = sorted({(c.dataset, configs[c.name]["data"]["path"]) for c in cells
                       if configs[c.name]["data"]["name"] == "prepared" and not Path(configs[c.name]["data"]["path"]).is_dir()})
     if missing:
@@ -199,24 +207,36 @@ def _check_inputs(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths
     folders = sorted({(c.dataset, c.images) for c in cells if c.images and not Path(c.images).expanduser().is_dir()})
     if folders:
         raise ConfigError(f"outside-image folders not found (datasets.*.images / evaluate.images):{_listing(folders)}")
-    _check_cell_folders(cells, configs, paths)
+    _check_cell_folders(cells, configs, paths, policy)
 
 
 def _listing(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"\n  - {dataset}: {path}" for dataset, path in pairs)
 
 
-def _check_cell_folders(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths) -> None:
-    """A cell folder trained with another config is never silently reused."""
+def _check_cell_folders(cells: list[Cell], configs: dict[str, dict], paths: StudyPaths, policy: StartsPolicy) -> None:
+    """A cell folder trained with another config, or chosen among other starts, is never silently reused."""
     for cell in cells:
         run = paths.cell(cell.name)
         if not RunPaths(run).config.is_file():
             continue
         saved, wanted = read_config(run).to_dict(), configs[cell.name]
+        record = read_starts(run)
+        if record is not None:
+            if record["policy"] != asdict(policy):
+                raise ConfigError(f"{run} was chosen among starts ({_policy_text(record['policy'])}) but the study "
+                                  f"asks for {_policy_text(asdict(policy))}; delete that cell folder to retrain "
+                                  "it, or pass another --out")
+            # its run trains seed + k, for the start's steps until chosen: the record holds the cell's own
+            saved["train"].update(seed=record["base_seed"], max_steps=record["max_steps"])
         changed = _differences(saved, wanted)
         if changed:
             raise ConfigError(f"{run} was trained with another config (differs in {', '.join(changed)}); "
                               "delete that cell folder to retrain it, or pass another --out")
+
+
+def _policy_text(policy: dict) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in policy.items())
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -411,7 +431,7 @@ def _execute(ray, spec: StudySpec, todo: list[Cell], configs: dict[str, dict], p
         entry.update(state="queued", attempts=entry["attempts"] + 1, submitted=time.time(), started=None,
                      seconds=None)
         return task.remote(str(paths.cell(cell.name)), configs[cell.name], _evaluation(spec, cell),
-                           spec.resources.cpus)
+                           spec.resources.cpus, spec.starts.model_dump())
 
     running: dict = {}
     try:
@@ -525,4 +545,6 @@ def dry_run(study_file: str | Path) -> str:
     spec, cells = load_study(study_file)
     listing = {"study": spec.name, "cells": [{"name": c.name, "dataset": c.dataset, "group": c.group,
                                                "values": c.values} for c in cells]}
+    if spec.starts.starts > 1:
+        listing["starts"] = spec.starts.model_dump()
     return yaml.safe_dump(listing, sort_keys=False, allow_unicode=True)

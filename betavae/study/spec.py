@@ -12,10 +12,13 @@ A study file (YAML) looks like::
       - {dataset: batik, set: {objective.beta: 1, objective.kld_weight: 0.000001}}
     evaluate: {fid: true, fid_samples: 2400, kid: true}
     resources: {cpus: 1, gpus: 0}
+    starts: {starts: 3, steps: 2000, min_separation: 0.95}   # optional, as `train --starts`
 
 Every dataset × every grid combination is one cell; ``extra`` adds single cells. A cell's config is
 the base, then the dataset's config file, then its ``set`` overrides, then the cell's grid values
-(or the extra cell's ``set``) — each cell validated like ``betavae train --config`` would.
+(or the extra cell's ``set``) — each cell validated like ``betavae train --config`` would. With
+``starts``, every cell is chosen among short starts from its seed on (:mod:`betavae.starts`), so
+the seeds of one setting must lie at least ``starts`` apart.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from pydantic.fields import FieldInfo
 
 from betavae.config import ConfigError, RunConfig, apply_overrides, validate_config
 from betavae.evaluation.run_eval import EvalOptions
+from betavae.starts import StartsPolicy
 from betavae.strict import StrictModel
 
 ARTICLE_DATASETS = ("cars", "celeba", "cats", "batik")
@@ -109,6 +113,18 @@ class ResourcesSpec(_Strict):
     gpus: float = Field(0.0, ge=0, description="GPUs per cell (0: CPU training)")
 
 
+class StartsSpec(_Strict):
+    """Every cell chosen among short starts, as ``betavae train --starts`` chooses (1: just train)."""
+
+    starts: int = Field(1, ge=1, description="starts per cell: its seed, seed + 1, …")
+    steps: int = Field(StartsPolicy.steps, ge=1, description="training steps after which a start is judged")
+    min_separation: float = Field(StartsPolicy.min_separation, ge=0, le=1,
+                                  description="traversal separation that keeps a start")
+
+    def policy(self) -> StartsPolicy:
+        return StartsPolicy(self.starts, self.steps, self.min_separation)
+
+
 class StudySpec(_Strict):
     """A whole study file, validated."""
 
@@ -120,6 +136,7 @@ class StudySpec(_Strict):
     extra: list[ExtraCell] = Field(default_factory=list)
     evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    starts: StartsSpec = Field(default_factory=StartsSpec)
 
     @field_validator("grid")
     @classmethod
@@ -208,7 +225,29 @@ def expand(spec: StudySpec, root: Path = Path(".")) -> list[Cell]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"the study has two cells with the same settings: {', '.join(repeated)}")
+    _check_start_seeds(cells, spec.starts.starts)
     return cells
+
+
+def _check_start_seeds(cells: list[Cell], starts: int) -> None:
+    """Two cells of one setting whose starts share a seed could end as the same model (a cell tries
+    its seed, seed + 1, …, seed + starts − 1): refused."""
+    if starts < 2:
+        return
+    settings: dict[str, list[Cell]] = {}
+    for cell in cells:
+        raw = cell.config.to_dict()
+        raw.pop("name", None)
+        raw["train"].pop("seed")
+        settings.setdefault(yaml.safe_dump(raw, sort_keys=True), []).append(cell)
+    for group in settings.values():
+        group.sort(key=lambda c: c.config.train.seed)
+        for low, high in itertools.pairwise(group):
+            if high.config.train.seed - low.config.train.seed < starts:
+                raise ConfigError(
+                    f"cells {low.name} and {high.name} differ only in their seed ({low.config.train.seed}, "
+                    f"{high.config.train.seed}), and with starts: {starts} each tries {starts} seeds from its own "
+                    f"on, so they could train the same model; space the seeds at least {starts} apart")
 
 
 def _cell(spec: StudySpec, root: Path, dataset: str, group: str, values: dict[str, Any]) -> Cell:
