@@ -94,14 +94,14 @@ def test_the_seeds_study_runs_four_objectives_with_three_seeds_each():
     assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.resources.cpus == 1
 
 
-def test_the_64_study_adds_the_weights_x4_tcvae_at_12000_steps_as_one_setting_of_three_seeds():
+def test_the_64_study_adds_the_weights_x4_tcvae_at_24000_steps_as_one_setting_of_three_seeds():
     _, cells = load_study(REPO / "studies" / "disentanglement-seeds-64.yaml")
     grid = sorted((c.config.objective.name, c.config.train.seed, c.config.train.max_steps) for c in cells if c.group == "grid")
     assert grid == [(name, seed, 6000) for name in ("beta", "beta_tcvae") for seed in (1, 2, 1265)]
     extras = [c for c in cells if c.group == "extra"]
     assert sorted(c.config.train.seed for c in extras) == [1, 2, 1265]
     assert {(c.config.objective.alpha, c.config.objective.beta, c.config.objective.gamma, c.config.train.max_steps)
-            for c in extras} == {(4, 24, 4, 12000)}
+            for c in extras} == {(4, 24, 4, 24000)}
     assert len({repr(sorted(setting_values(c.values).items())) for c in extras}) == 1  # the report's one setting
     assert all(c.config.data.image_size == 64 and c.config.data.seed == 0 for c in cells)
 
@@ -139,6 +139,7 @@ def test_demo_study_has_the_papers_shape():
     ({"starts": {"min_separation": 1.5}}, "starts.min_separation"),
     ({"starts": {"step": 2000}}, "starts.step"),
     ({"grid": {"train.seed": [1, 2]}, "starts": {"starts": 3}}, "space the seeds at least 3 apart"),
+    ({"grid": {"train.max_steps": [None]}, "starts": {"starts": 2}}, "starts: 2 needs train.max_steps in every cell"),
     ({"datasets": {"d": {"config": "missing.yaml"}}}, "missing.yaml not found"),
 ])
 def test_invalid_study_files_are_rejected_with_the_reason(tmp_path, fields, message):

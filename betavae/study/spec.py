@@ -225,15 +225,19 @@ def expand(spec: StudySpec, root: Path = Path(".")) -> list[Cell]:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"the study has two cells with the same settings: {', '.join(repeated)}")
-    _check_start_seeds(cells, spec.starts.starts)
+    _check_starts(cells, spec.starts.starts)
     return cells
 
 
-def _check_start_seeds(cells: list[Cell], starts: int) -> None:
-    """Two cells of one setting whose starts share a seed could end as the same model (a cell tries
-    its seed, seed + 1, …, seed + starts − 1): refused."""
+def _check_starts(cells: list[Cell], starts: int) -> None:
+    """With several starts every cell needs a step budget, and two cells of one setting whose starts
+    share a seed could end as the same model (a cell tries its seed, …, seed + starts − 1): refused."""
     if starts < 2:
         return
+    unbounded = [c.name for c in cells if c.config.train.max_steps is None]
+    if unbounded:
+        raise ConfigError(f"starts: {starts} needs train.max_steps in every cell (starts and the full run are "
+                          f"counted in steps); without it: {', '.join(unbounded)}")
     settings: dict[str, list[Cell]] = {}
     for cell in cells:
         raw = cell.config.to_dict()
