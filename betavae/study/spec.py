@@ -12,7 +12,7 @@ A study file (YAML) looks like::
       - {dataset: batik, set: {objective.beta: 1, objective.kld_weight: 0.000001}}
     evaluate: {fid: true, fid_samples: 2400, kid: true}
     resources: {cpus: 1, gpus: 0}
-    starts: {starts: 3, steps: 2000, min_separation: 0.95}   # optional, as `train --starts`
+    starts: {starts: 3, steps: 500, min_separation: 0.6}   # optional, as `train --starts`
 
 Every dataset × every grid combination is one cell; ``extra`` adds single cells. A cell's config is
 the base, then the dataset's config file, then its ``set`` overrides, then the cell's grid values
