@@ -139,6 +139,8 @@ def test_demo_study_has_the_papers_shape():
     ({"starts": {"min_separation": 1.5}}, "starts.min_separation"),
     ({"starts": {"step": 2000}}, "starts.step"),
     ({"grid": {"train.seed": [1, 2]}, "starts": {"starts": 3}}, "space the seeds at least 3 apart"),
+    ({"grid": {"train.seed": [1]}, "extra": [{"dataset": "dsprites", "set": {"train.seed": 3}}], "starts": {"starts": 3}},
+     "cells dsprites_seed1 and dsprites_seed3 differ only in their seed"),
     ({"grid": {"train.max_steps": [None]}, "starts": {"starts": 2}}, "starts: 2 needs train.max_steps in every cell"),
     ({"datasets": {"d": {"config": "missing.yaml"}}}, "missing.yaml not found"),
 ])

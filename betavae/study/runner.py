@@ -78,11 +78,11 @@ def run_cell(run_dir: str, config: dict, evaluate: dict, threads: int, starts: d
         # end the process mid-step
         with terminate_as_interrupt():
             _stage(paths, "training")
-            policy = StartsSpec.model_validate(starts or {}).policy()
+            run_config, policy = validate_config(config), StartsSpec.model_validate(starts or {}).policy()
             if policy.starts > 1:
-                train_with_starts(validate_config(config), paths.root, policy)
+                train_with_starts(run_config, paths.root, policy)
             else:
-                train_or_resume(validate_config(config), paths.root)
+                train_or_resume(run_config, paths.root)
             if not cell_evaluated(paths.root):
                 _stage(paths, "evaluating")
                 device = "cuda" if torch.cuda.is_available() else "cpu"
