@@ -106,14 +106,6 @@ def test_the_64_study_adds_the_weights_x4_tcvae_at_24000_steps_as_one_setting_of
     assert all(c.config.data.image_size == 64 and c.config.data.seed == 0 for c in cells)
 
 
-def test_the_beta_vae_starts_study_chooses_each_24000_step_cell_among_three_2000_step_starts():
-    spec, cells = load_study(REPO / "studies" / "beta-vae-starts-64.yaml")
-    assert spec.starts.policy() == StartsPolicy(starts=3, steps=2000, min_separation=0.8)
-    assert sorted(c.config.train.seed for c in cells) == [1, 4, 1265]  # 3 apart: no seed tried twice
-    assert {(c.config.objective.name, c.config.objective.beta, c.config.train.max_steps, c.config.data.image_size)
-            for c in cells} == {("beta", 16, 24000, 64)}
-
-
 @pytest.mark.parametrize("study_file", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_study_file_loads(study_file):
     spec, cells = load_study(study_file)
