@@ -94,15 +94,20 @@ def test_the_seeds_study_runs_four_objectives_with_three_seeds_each():
     assert spec.evaluate.disentanglement and not spec.evaluate.fid and spec.resources.cpus == 1
 
 
-def test_the_64_study_adds_the_weights_x4_tcvae_at_24000_steps_as_one_setting_of_three_seeds():
+def test_the_64_study_adds_the_weights_x4_tcvae_and_beta32_at_24000_steps_as_two_settings_of_three_seeds():
     _, cells = load_study(REPO / "studies" / "disentanglement-seeds-64.yaml")
     grid = sorted((c.config.objective.name, c.config.train.seed, c.config.train.max_steps) for c in cells if c.group == "grid")
     assert grid == [(name, seed, 6000) for name in ("beta", "beta_tcvae") for seed in (1, 2, 1265)]
     extras = [c for c in cells if c.group == "extra"]
-    assert sorted(c.config.train.seed for c in extras) == [1, 2, 1265]
-    assert {(c.config.objective.alpha, c.config.objective.beta, c.config.objective.gamma, c.config.train.max_steps)
-            for c in extras} == {(4, 24, 4, 24000)}
-    assert len({repr(sorted(setting_values(c.values).items())) for c in extras}) == 1  # the report's one setting
+    by_objective = {name: [c for c in extras if c.config.objective.name == name] for name in ("beta_tcvae", "beta")}
+    assert sum(map(len, by_objective.values())) == len(extras)
+    for name, weights in (("beta_tcvae", (4, 24, 4)), ("beta", (None, 32, None))):
+        setting = by_objective[name]
+        assert sorted(c.config.train.seed for c in setting) == [1, 2, 1265]
+        assert {c.config.train.max_steps for c in setting} == {24000}
+        objective = setting[0].config.objective
+        assert (getattr(objective, "alpha", None), objective.beta, getattr(objective, "gamma", None)) == weights
+        assert len({repr(sorted(setting_values(c.values).items())) for c in setting}) == 1  # the report's one setting
     assert all(c.config.data.image_size == 64 and c.config.data.seed == 0 for c in cells)
 
 
