@@ -2,6 +2,7 @@
 ``#anchor`` at a heading of the file it names (GitHub's heading slugs)."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -19,9 +20,10 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
-def anchors(document: Path) -> set[str]:
+@functools.cache  # a document's headings, read once however many links point into it
+def anchors(document: Path) -> frozenset[str]:
     text = CODE_BLOCK.sub("", document.read_text())
-    return {slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+    return frozenset(slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line))
 
 
 def links(document: Path) -> list[str]:

@@ -104,9 +104,8 @@ def test_the_64_study_adds_the_weights_x4_tcvae_and_beta32_at_24000_steps_as_two
     for name, weights in (("beta_tcvae", (4, 24, 4)), ("beta", (None, 32, None))):
         setting = by_objective[name]
         assert sorted(c.config.train.seed for c in setting) == [1, 2, 1265]
-        assert {c.config.train.max_steps for c in setting} == {24000}
-        objective = setting[0].config.objective
-        assert (getattr(objective, "alpha", None), objective.beta, getattr(objective, "gamma", None)) == weights
+        assert {(getattr(c.config.objective, "alpha", None), c.config.objective.beta,
+                 getattr(c.config.objective, "gamma", None), c.config.train.max_steps) for c in setting} == {(*weights, 24000)}
         assert len({repr(sorted(setting_values(c.values).items())) for c in setting}) == 1  # the report's one setting
     assert all(c.config.data.image_size == 64 and c.config.data.seed == 0 for c in cells)
 
