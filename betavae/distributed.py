@@ -6,6 +6,7 @@ averages the gradients. Rank 0 alone validates and writes logs, checkpoints and 
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -59,4 +60,12 @@ def start_workers(device: torch.device) -> Workers:
         return Workers()
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(_leave_process_group)
     return Workers(dist.get_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _leave_process_group() -> None:
+    """Destroys the process group while the interpreter is still whole. Left to interpreter
+    shutdown, gloo's worker threads can abort a rank (SIGABRT) after its run has finished."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
