@@ -54,4 +54,3 @@ def test_each_rank_leaves_the_process_group_before_the_interpreter_shuts_down(tm
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("joined 2") == 2
     assert result.stdout.count("group at exit: False") == 2, result.stdout
-
